@@ -1,0 +1,1 @@
+//! The local Kubernetes control plane (kube-apiserver, etcd, kube-controller-manager).

@@ -1,0 +1,3 @@
+//! Identity-provider backends.
+
+pub mod azure;
