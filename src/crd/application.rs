@@ -1,0 +1,195 @@
+//! `Application`: an app team's request for an OAuth client under an AuthStrategy.
+//! Namespaced. The operator registers the client and writes its credentials to a Secret.
+
+use super::common::{optional_duration_schema, LocalObjectRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An OAuth client registered for an app team, delivered as a Secret.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "dcr-operator.io",
+    version = "v1alpha1",
+    kind = "Application",
+    doc = "An app team's OAuth client, registered at the provider of its AuthStrategy and delivered as a Secret.",
+    plural = "applications",
+    namespaced,
+    shortname = "dcrapp",
+    shortname = "dcrapps",
+    category = "dcr",
+    status = "ApplicationStatus",
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.authStrategyRef.name"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "ClientID", type_ = "string", json_path = ".status.clientId"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.credential.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationSpec {
+    /// The AuthStrategy to register under. Immutable: the client lives at its provider.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.authStrategyRef is immutable: create a new Application instead"))]
+    pub auth_strategy_ref: LocalObjectRef,
+
+    /// Display name of the client at the provider. Defaults to `<namespace>/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 120))]
+    pub display_name: Option<String>,
+
+    /// Description of the client at the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+
+    /// Redirect URIs (web platform): https, or http on localhost for development.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 256),
+        inner(
+            regex(pattern = r"^(https://[^\s]+|http://(localhost|127\.0\.0\.1)(:[0-9]{1,5})?(/[^\s]*)?)$"),
+            length(max = 256)
+        )
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub redirect_uris: Vec<String>,
+
+    /// The Secret receiving the credentials.
+    #[serde(default)]
+    pub secret: SecretTarget,
+
+    /// Credential lifetime overrides, within the AuthStrategy's bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialOverrides>,
+
+    /// What happens at the provider when the Application is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// The Secret the credentials are written to.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTarget {
+    /// Name of the Secret, in the Application's namespace. Defaults to
+    /// `<application name>-credentials`. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.secret.name is immutable"))]
+    pub name: Option<String>,
+
+    /// Extra metadata for the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<SecretTemplate>,
+}
+
+/// Labels and annotations added to the credential Secret.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels to add (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations to add.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Per-Application credential settings.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.lifetime) || !has(self.renewBefore) || duration(self.renewBefore) < duration(self.lifetime)").message("credentials.renewBefore must be shorter than credentials.lifetime"))]
+pub struct CredentialOverrides {
+    /// Lifetime of issued secrets; at most the strategy's `maxLifetime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_duration_schema")]
+    pub lifetime: Option<Duration>,
+    /// How long before expiry to rotate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_duration_schema")]
+    pub renew_before: Option<Duration>,
+}
+
+/// Whether deleting the Application deletes the client at the provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the client (and its credentials) at the provider.
+    #[default]
+    Delete,
+    /// Leave the client at the provider, working.
+    Orphan,
+}
+
+/// Observed state of an Application. Never holds a secret value.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationStatus {
+    /// The generation the status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and `Throttled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The OAuth client id issued by the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The provider-side idempotency key (Entra `uniqueName`), derived from the cluster name and this object's UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_name: Option<String>,
+    /// Entra application object id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_object_id: Option<String>,
+    /// Entra service principal object id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_principal_id: Option<String>,
+    /// The Secret holding the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The credential the Secret holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialStatus>,
+    /// Superseded credentials still valid at the provider, awaiting revocation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_credentials: Vec<PreviousCredential>,
+    /// The last value of the `dcr-operator.io/rotate` annotation acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotate_request: Option<String>,
+}
+
+/// Metadata of an issued credential (never its value).
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialStatus {
+    /// Provider-side id of the secret (Entra password keyId).
+    pub key_id: String,
+    /// When it was issued.
+    pub issued_at: Time,
+    /// When it stops working.
+    pub expires_at: Time,
+    /// When the operator will replace it.
+    pub renew_at: Time,
+}
+
+/// A superseded credential awaiting revocation.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousCredential {
+    /// Provider-side id of the secret.
+    pub key_id: String,
+    /// Revoked at or after this time.
+    pub revoke_after: Time,
+}

@@ -1,0 +1,177 @@
+//! `DcrProvider`: an identity provider and the admin ("initial") client the operator uses
+//! to register OAuth clients there. Cluster-scoped, owned by cluster admins.
+
+use super::common::{SecretKeyRef, GUID_PATTERN, HTTPS_URL_PATTERN};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// An identity provider at which the operator registers OAuth clients.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "dcr-operator.io",
+    version = "v1alpha1",
+    kind = "DcrProvider",
+    doc = "An identity provider and the admin client the operator registers OAuth clients with.",
+    plural = "dcrproviders",
+    shortname = "dcrp",
+    category = "dcr",
+    status = "DcrProviderStatus",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Issuer", type_ = "string", json_path = ".spec.issuer", priority = "1"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Active", type_ = "boolean", json_path = ".status.active"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.type != 'AzureAD' || has(self.azureAD)").message("spec.azureAD is required when spec.type is AzureAD"))]
+#[x_kube(validation = Rule::new("self.type == oldSelf.type").message("spec.type is immutable: create a new DcrProvider instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct DcrProviderSpec {
+    /// Kind of identity provider. Immutable.
+    #[serde(rename = "type")]
+    pub type_: ProviderType,
+
+    /// Human-readable name shown in status and Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 120))]
+    pub display_name: Option<String>,
+
+    /// The issuer tokens of this provider carry, e.g. `https://sts.windows.net/<tenant-id>/`
+    /// (Entra v1 tokens, as Kong uses) or `https://login.microsoftonline.com/<tenant-id>/v2.0`.
+    #[schemars(regex(pattern = HTTPS_URL_PATTERN), length(max = 2048))]
+    pub issuer: String,
+
+    /// Settings for `type: AzureAD`.
+    #[serde(default, rename = "azureAD", skip_serializing_if = "Option::is_none")]
+    pub azure_ad: Option<AzureAdProvider>,
+
+    /// The admin client the operator authenticates as to register OAuth clients.
+    pub initial_client: InitialClient,
+
+    /// Client-side request budget towards the provider, shared by every object using it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_budget: Option<RequestBudget>,
+}
+
+/// Supported identity providers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ProviderType {
+    /// Microsoft Entra ID (Azure AD), managed through Microsoft Graph.
+    AzureAD,
+}
+
+/// Microsoft Entra ID settings.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureAdProvider {
+    /// Directory (tenant) id: a GUID, or a verified domain such as `contoso.onmicrosoft.com`.
+    /// Immutable: the applications registered so far live in this tenant.
+    #[schemars(regex(
+        pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63})$"
+    ))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.azureAD.tenantId is immutable: registered applications live in this tenant"))]
+    pub tenant_id: String,
+
+    /// National cloud; selects the default authority host and Graph endpoint.
+    #[serde(default)]
+    pub cloud: AzureCloud,
+
+    /// Override of the authority host (token endpoints), e.g. for a proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = HTTPS_URL_PATTERN))]
+    pub authority_host: Option<String>,
+
+    /// Override of the Microsoft Graph endpoint, e.g. for a proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = HTTPS_URL_PATTERN))]
+    pub graph_endpoint: Option<String>,
+
+    /// What happens to an application deleted by the operator: Entra keeps it in deleted
+    /// items for 30 days (it still counts against the directory quota) unless purged.
+    #[serde(default)]
+    pub deleted_applications: DeletedApplicationsPolicy,
+}
+
+/// Microsoft national clouds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum AzureCloud {
+    /// login.microsoftonline.com / graph.microsoft.com
+    #[default]
+    AzurePublic,
+    /// login.microsoftonline.us / graph.microsoft.us
+    AzureUSGovernment,
+    /// login.chinacloudapi.cn / microsoftgraph.chinacloudapi.cn
+    AzureChina,
+}
+
+/// Whether the operator purges the applications it deletes from Entra's deleted items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DeletedApplicationsPolicy {
+    /// Leave them in deleted items (restorable for 30 days).
+    #[default]
+    Keep,
+    /// Delete them permanently right after deletion.
+    Purge,
+}
+
+/// The admin client: its id, and a reference to the Secret holding its secret (never inline).
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitialClient {
+    /// Application (client) id of the admin client.
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub client_id: String,
+    /// Where the admin client's secret is stored.
+    pub client_secret_ref: SecretKeyRef,
+    /// Audience the admin client requests tokens for, when the provider needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub audience: Option<String>,
+}
+
+/// A token bucket limiting requests to the provider.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBudget {
+    /// Sustained requests per second.
+    #[schemars(range(min = 1, max = 1000))]
+    pub qps: u32,
+    /// Requests allowed in a burst above `qps`.
+    #[schemars(range(min = 1, max = 10000))]
+    pub burst: u32,
+}
+
+/// Observed state of a DcrProvider.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DcrProviderStatus {
+    /// The generation the status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and `Throttled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Whether any AuthStrategy uses this provider (Kong's `active`).
+    #[serde(default)]
+    pub active: bool,
+    /// How many AuthStrategies reference this provider.
+    #[serde(default)]
+    pub auth_strategies: u32,
+    /// Object id of the admin client's service principal, bound as owner of every
+    /// application the operator creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_principal_id: Option<String>,
+    /// When the admin credentials last obtained a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<Time>,
+}
