@@ -1,0 +1,1008 @@
+//! The Graph client: typed calls, each going through the rate limiter, the token cache and
+//! the retry policy, inside one tracing span.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, field, info, Instrument};
+use url::Url;
+
+use crate::sensitive::SecretString;
+
+use super::config::{ClientCredential, GraphClientConfig};
+use super::error::{graph_error_for, parse_error_info, ConfigError, GraphError, TokenError};
+use super::models::{
+    AddPasswordBody, AddPasswordRequest, Application, ApplicationPatch, CreateServicePrincipalBody,
+    DeltaCursor, DeltaItem, DeltaRound, EnsuredApplication, IssuedPasswordWire, Page, RemovePasswordBody,
+    ServicePrincipal, UpsertOutcome,
+};
+use super::observer::{GraphObserver, NoopObserver};
+use super::ratelimit::RateLimiter;
+use super::retry::{
+    parse_retry_after, random_jitter, CallClass, Decision, Freshness, Idempotency, Outcome, RetryPolicy,
+    StopReason,
+};
+use super::token::{reason_name, transport_message, TokenCache, TokenEndpoint};
+
+type Bytes = Vec<u8>;
+
+/// A Microsoft Graph v1.0 client for one tenant and one operator identity.
+///
+/// Cheap to clone (shared state behind an `Arc`): one instance per `DcrProvider`, shared by
+/// all reconcilers, so they share one token cache and one rate limit.
+#[derive(Clone)]
+pub struct GraphClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GraphClientConfig,
+    http: reqwest::Client,
+    base: Url,
+    tokens: TokenCache,
+    limiter: RateLimiter,
+    policy: RetryPolicy,
+    observer: Arc<dyn GraphObserver>,
+    own_sp: tokio::sync::OnceCell<ServicePrincipal>,
+}
+
+impl std::fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("config", &self.inner.config)
+            .field("base", &self.inner.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One Graph request as the retry loop sees it.
+struct Call<'a> {
+    op: &'static str,
+    method: Method,
+    url: Url,
+    body: Option<Bytes>,
+    prefer: Option<&'a str>,
+    class: CallClass,
+}
+
+/// A successful answer.
+struct Answer {
+    status: u16,
+    body: Bytes,
+}
+
+impl GraphClient {
+    /// Builds a client from `config` (validated) with no metrics observer.
+    pub fn new(config: GraphClientConfig) -> Result<Self, ConfigError> {
+        Self::with_observer(config, Arc::new(NoopObserver))
+    }
+
+    /// Builds a client that reports every exchange to `observer` (metrics).
+    pub fn with_observer(
+        config: GraphClientConfig,
+        observer: Arc<dyn GraphObserver>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let http = build_http_client(&config)?;
+        let base = config.graph_base()?;
+        let policy = RetryPolicy::new(config.retry);
+        let endpoint = TokenEndpoint {
+            http: http.clone(),
+            url: config.token_url()?,
+            scope: config.scope(),
+            policy,
+            observer: observer.clone(),
+        };
+        let tokens = TokenCache::new(
+            endpoint,
+            config.client_id.clone(),
+            config.credential.clone(),
+            config.token_refresh_margin,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                limiter: RateLimiter::new(config.rate_limit),
+                http,
+                base,
+                tokens,
+                policy,
+                observer,
+                own_sp: tokio::sync::OnceCell::new(),
+                config,
+            }),
+        })
+    }
+
+    /// The configuration the client was built from.
+    pub fn config(&self) -> &GraphClientConfig {
+        &self.inner.config
+    }
+
+    /// The token endpoint URL (`{authority}/{tenant}/oauth2/v2.0/token`), e.g. for the
+    /// `token_url` key of the credential Secret.
+    pub fn token_url(&self) -> &Url {
+        self.inner.tokens.endpoint().url()
+    }
+
+    /// The Graph v1.0 base URL.
+    pub fn graph_base(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// The URL that refers to a directory object in `owners@odata.bind`:
+    /// `{graph base}/directoryObjects/{id}`.
+    pub fn directory_object_url(&self, id: &str) -> String {
+        self.url(&["directoryObjects", id]).to_string()
+    }
+
+    // ------------------------------------------------------------------ tokens
+
+    /// Acquires a fresh token with the operator's own credential, bypassing the cache: proves
+    /// the tenant, client id and secret work (DcrProvider readiness).
+    pub async fn verify_credentials(&self) -> Result<(), TokenError> {
+        self.inner.tokens.refresh().await.map(|_| ())
+    }
+
+    /// Checks that `client_id` + `secret` obtain a token at this tenant's token endpoint
+    /// (one request, retried only on throttling/5xx/transport; nothing cached). Used during
+    /// rotation before the old password is revoked; a just-issued secret may answer
+    /// `ExpiredClientSecret` or `InvalidClientSecret` for a few seconds (contract §4.1).
+    pub async fn verify_client_secret(
+        &self,
+        client_id: &str,
+        secret: &SecretString,
+    ) -> Result<(), TokenError> {
+        self.inner
+            .tokens
+            .endpoint()
+            .request(client_id, &ClientCredential::Secret(secret.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    // ------------------------------------------------------------ applications
+
+    /// `PATCH /applications(uniqueName='{unique_name}')` with `Prefer: create-if-missing`
+    /// (contract §3.4): 201 → [`UpsertOutcome::Created`] with the object, 204 →
+    /// [`UpsertOutcome::Updated`] (no body). `patch.display_name` is required. A `uniqueName`
+    /// still reserved by a soft-deleted app fails with `BadRequest`.
+    pub async fn upsert_application(
+        &self,
+        unique_name: &str,
+        patch: &ApplicationPatch,
+    ) -> Result<UpsertOutcome, GraphError> {
+        const OP: &str = "application.upsert";
+        if patch.display_name.as_deref().is_none_or(str::is_empty) {
+            return Err(GraphError::InvalidInput {
+                op: OP,
+                message: "the upsert requires displayName".into(),
+            });
+        }
+        let answer = self
+            .execute(Call {
+                op: OP,
+                method: Method::PATCH,
+                url: self.url(&[&key_segment("applications", "uniqueName", unique_name)]),
+                body: Some(json_body(OP, patch)?),
+                prefer: Some("create-if-missing"),
+                class: CallClass::idempotent(),
+            })
+            .await?;
+        if answer.status == 201 {
+            Ok(UpsertOutcome::Created(Box::new(decode(OP, &answer.body)?)))
+        } else {
+            Ok(UpsertOutcome::Updated)
+        }
+    }
+
+    /// Upserts by `uniqueName` and returns the application either way: on 204 it is read back
+    /// by `uniqueName` (retrying replication 404s, since the 204 proved it exists).
+    pub async fn ensure_application(
+        &self,
+        unique_name: &str,
+        patch: &ApplicationPatch,
+    ) -> Result<EnsuredApplication, GraphError> {
+        match self.upsert_application(unique_name, patch).await? {
+            UpsertOutcome::Created(application) => Ok(EnsuredApplication {
+                application: *application,
+                created: true,
+            }),
+            UpsertOutcome::Updated => Ok(EnsuredApplication {
+                application: self
+                    .get_application_by_unique_name(unique_name, Freshness::JustCreated)
+                    .await?,
+                created: false,
+            }),
+        }
+    }
+
+    /// `GET /applications/{id}` (object id).
+    pub async fn get_application(&self, id: &str, freshness: Freshness) -> Result<Application, GraphError> {
+        self.get_json("application.get", self.url(&["applications", id]), freshness)
+            .await
+    }
+
+    /// `GET /applications(uniqueName='{unique_name}')`.
+    pub async fn get_application_by_unique_name(
+        &self,
+        unique_name: &str,
+        freshness: Freshness,
+    ) -> Result<Application, GraphError> {
+        self.get_json(
+            "application.getByUniqueName",
+            self.url(&[&key_segment("applications", "uniqueName", unique_name)]),
+            freshness,
+        )
+        .await
+    }
+
+    /// `GET /applications(appId='{app_id}')`.
+    pub async fn get_application_by_app_id(
+        &self,
+        app_id: &str,
+        freshness: Freshness,
+    ) -> Result<Application, GraphError> {
+        self.get_json(
+            "application.getByAppId",
+            self.url(&[&key_segment("applications", "appId", app_id)]),
+            freshness,
+        )
+        .await
+    }
+
+    /// `PATCH /applications/{id}` → 204: changes only the fields set in `patch`.
+    pub async fn update_application(
+        &self,
+        id: &str,
+        patch: &ApplicationPatch,
+        freshness: Freshness,
+    ) -> Result<(), GraphError> {
+        const OP: &str = "application.update";
+        self.execute(Call {
+            op: OP,
+            method: Method::PATCH,
+            url: self.url(&["applications", id]),
+            body: Some(json_body(OP, patch)?),
+            prefer: None,
+            class: CallClass::idempotent().with_freshness(freshness),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `DELETE /applications/{id}`: soft-deletes (restorable for 30 days; the `uniqueName`
+    /// stays reserved). `Ok(false)` when it was already gone.
+    pub async fn delete_application(&self, id: &str) -> Result<bool, GraphError> {
+        self.delete("application.delete", self.url(&["applications", id]))
+            .await
+    }
+
+    /// `GET /directory/deletedItems/{id}`: a soft-deleted application.
+    pub async fn get_deleted_application(&self, id: &str) -> Result<Application, GraphError> {
+        self.get_json(
+            "deletedApplication.get",
+            self.url(&["directory", "deletedItems", id]),
+            Freshness::Settled,
+        )
+        .await
+    }
+
+    /// `POST /directory/deletedItems/{id}/restore`: brings a soft-deleted application back.
+    pub async fn restore_deleted_application(&self, id: &str) -> Result<Application, GraphError> {
+        const OP: &str = "deletedApplication.restore";
+        let answer = self
+            .execute(Call {
+                op: OP,
+                method: Method::POST,
+                url: self.url(&["directory", "deletedItems", id, "restore"]),
+                body: None,
+                prefer: None,
+                class: CallClass::idempotent(),
+            })
+            .await?;
+        decode(OP, &answer.body)
+    }
+
+    /// `DELETE /directory/deletedItems/{id}`: permanent (frees the `uniqueName`; the service
+    /// principal is not purged with it). `Ok(false)` when it was not in deleted items.
+    pub async fn permanently_delete_application(&self, id: &str) -> Result<bool, GraphError> {
+        self.delete(
+            "deletedApplication.purge",
+            self.url(&["directory", "deletedItems", id]),
+        )
+        .await
+    }
+
+    /// `GET /applications?$filter=tags/any(t:t eq '{tag}')`, following `@odata.nextLink` to the
+    /// end (works without advanced-query headers, contract §3.6).
+    pub async fn list_applications_by_tag(&self, tag: &str) -> Result<Vec<Application>, GraphError> {
+        let mut url = self.url(&["applications"]);
+        set_query(
+            &mut url,
+            &[
+                ("$filter", &format!("tags/any(t:t eq {})", odata_string(tag))),
+                ("$top", "999"),
+            ],
+        );
+        self.collect_pages("application.list", url).await
+    }
+
+    /// `GET /applications/delta`: one full round from `cursor`, following `@odata.nextLink`
+    /// until the `@odata.deltaLink` (contract §3.7).
+    pub async fn applications_delta(&self, cursor: DeltaCursor) -> Result<DeltaRound, GraphError> {
+        const OP: &str = "application.delta";
+        let mut url = match cursor {
+            DeltaCursor::Initial { select } => {
+                let mut u = self.url(&["applications", "delta"]);
+                if !select.is_empty() {
+                    set_query(&mut u, &[("$select", &select.join(","))]);
+                }
+                u
+            }
+            DeltaCursor::Latest => {
+                let mut u = self.url(&["applications", "delta"]);
+                set_query(&mut u, &[("$deltatoken", "latest")]);
+                u
+            }
+            DeltaCursor::Link(link) => self.rebase_link(OP, &link)?,
+        };
+        let mut items = Vec::new();
+        loop {
+            let page: Page<serde_json::Value> = self.get_json(OP, url, Freshness::Settled).await?;
+            for v in page.value {
+                items.push(DeltaItem::from_value(v).map_err(|e| decode_error(OP, &e))?);
+            }
+            match (page.next_link, page.delta_link) {
+                (Some(next), _) => url = self.rebase_link(OP, &next)?,
+                (None, Some(delta_link)) => return Ok(DeltaRound { items, delta_link }),
+                (None, None) => {
+                    return Err(GraphError::Decode {
+                        op: OP,
+                        message: "page has neither @odata.nextLink nor @odata.deltaLink".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    // --------------------------------------------------------------- passwords
+
+    /// `POST /applications/{id}/addPassword` → the new password, whose `secretText` Graph
+    /// returns only now (contract §4.1). Not idempotent: retried only when the request provably
+    /// did not take effect (connect failure, 429, 401, replication 404 on a
+    /// [`Freshness::JustCreated`] app). Otherwise the error says
+    /// [`GraphError::outcome_unknown`] and the caller must reconcile the app's passwords.
+    pub async fn add_password(
+        &self,
+        application_id: &str,
+        request: &AddPasswordRequest,
+        freshness: Freshness,
+    ) -> Result<super::models::IssuedPassword, GraphError> {
+        const OP: &str = "application.addPassword";
+        let body = AddPasswordBody {
+            password_credential: request,
+        };
+        let answer = self
+            .execute(Call {
+                op: OP,
+                method: Method::POST,
+                url: self.url(&["applications", application_id, "addPassword"]),
+                body: Some(json_body(OP, &body)?),
+                prefer: None,
+                class: CallClass::non_idempotent().with_freshness(freshness),
+            })
+            .await?;
+        let wire: IssuedPasswordWire = decode(OP, &answer.body)?;
+        wire.into_issued().ok_or(GraphError::Decode {
+            op: OP,
+            message: "answer carries no secretText".into(),
+        })
+    }
+
+    /// `POST /applications/{id}/removePassword` `{keyId}` → 204.
+    pub async fn remove_password(&self, application_id: &str, key_id: &str) -> Result<(), GraphError> {
+        const OP: &str = "application.removePassword";
+        self.execute(Call {
+            op: OP,
+            method: Method::POST,
+            url: self.url(&["applications", application_id, "removePassword"]),
+            body: Some(json_body(OP, &RemovePasswordBody { key_id })?),
+            prefer: None,
+            class: CallClass::idempotent(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    // ------------------------------------------------------- service principals
+
+    /// `POST /servicePrincipals {appId}` → 201; a 409 (one already exists) returns the
+    /// existing one. Replication errors (400 `NoBackingApplicationObject`; 403 when
+    /// `freshness` is [`Freshness::JustCreated`]) are retried (contract §5). The duplicate
+    /// check makes a repeated create harmless, so it is retried like an idempotent call.
+    pub async fn create_service_principal(
+        &self,
+        app_id: &str,
+        freshness: Freshness,
+    ) -> Result<ServicePrincipal, GraphError> {
+        const OP: &str = "servicePrincipal.create";
+        let result = self
+            .execute(Call {
+                op: OP,
+                method: Method::POST,
+                url: self.url(&["servicePrincipals"]),
+                body: Some(json_body(OP, &CreateServicePrincipalBody { app_id })?),
+                prefer: None,
+                class: CallClass {
+                    idempotency: Idempotency::Idempotent,
+                    freshness,
+                    service_principal_create: true,
+                },
+            })
+            .await;
+        match result {
+            Ok(answer) => decode(OP, &answer.body),
+            Err(GraphError::Conflict(info)) => {
+                debug!(request_id = ?info.request_id, "service principal exists; reading it");
+                self.get_service_principal_by_app_id(app_id, Freshness::JustCreated)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /servicePrincipals/{id}`.
+    pub async fn get_service_principal(
+        &self,
+        id: &str,
+        freshness: Freshness,
+    ) -> Result<ServicePrincipal, GraphError> {
+        self.get_json(
+            "servicePrincipal.get",
+            self.url(&["servicePrincipals", id]),
+            freshness,
+        )
+        .await
+    }
+
+    /// `GET /servicePrincipals(appId='{app_id}')`.
+    pub async fn get_service_principal_by_app_id(
+        &self,
+        app_id: &str,
+        freshness: Freshness,
+    ) -> Result<ServicePrincipal, GraphError> {
+        self.get_json(
+            "servicePrincipal.getByAppId",
+            self.url(&[&key_segment("servicePrincipals", "appId", app_id)]),
+            freshness,
+        )
+        .await
+    }
+
+    /// `DELETE /servicePrincipals/{id}`. `Ok(false)` when it was already gone.
+    pub async fn delete_service_principal(&self, id: &str) -> Result<bool, GraphError> {
+        self.delete("servicePrincipal.delete", self.url(&["servicePrincipals", id]))
+            .await
+    }
+
+    /// The operator's own service principal (`GET /servicePrincipals(appId='{client id}')`),
+    /// cached after the first success. Its `id` goes into `owners@odata.bind`.
+    pub async fn own_service_principal(&self) -> Result<ServicePrincipal, GraphError> {
+        self.inner
+            .own_sp
+            .get_or_try_init(|| {
+                self.get_service_principal_by_app_id(&self.inner.config.client_id, Freshness::Settled)
+            })
+            .await
+            .cloned()
+    }
+
+    // ---------------------------------------------------------------- plumbing
+
+    /// `{base}/{segments...}`.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .expect("graph base is a base URL")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// Maps a paging/delta link onto the configured Graph base: the part after `/v1.0/` is
+    /// kept, the scheme/host/prefix are ours. The bearer token is never sent to a host the
+    /// configuration did not name.
+    fn rebase_link(&self, op: &'static str, link: &str) -> Result<Url, GraphError> {
+        let base = self.inner.base.as_str().trim_end_matches('/');
+        if let Some(rest) = link.strip_prefix(base) {
+            if rest.starts_with('/') {
+                return Url::parse(link).map_err(|e| GraphError::InvalidInput {
+                    op,
+                    message: format!("bad paging link: {e}"),
+                });
+            }
+        }
+        let parsed = Url::parse(link).map_err(|e| GraphError::InvalidInput {
+            op,
+            message: format!("bad paging link: {e}"),
+        })?;
+        let path = parsed.path();
+        let Some(idx) = path.find("/v1.0/") else {
+            return Err(GraphError::InvalidInput {
+                op,
+                message: "paging link is not a Graph v1.0 URL".into(),
+            });
+        };
+        let mut url = self.inner.base.clone();
+        let joined = format!(
+            "{}{}",
+            url.path().trim_end_matches('/'),
+            &path[idx + "/v1.0".len()..]
+        );
+        url.set_path(&joined);
+        url.set_query(parsed.query());
+        Ok(url)
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        url: Url,
+        freshness: Freshness,
+    ) -> Result<T, GraphError> {
+        let answer = self
+            .execute(Call {
+                op,
+                method: Method::GET,
+                url,
+                body: None,
+                prefer: None,
+                class: CallClass::idempotent().with_freshness(freshness),
+            })
+            .await?;
+        decode(op, &answer.body)
+    }
+
+    async fn delete(&self, op: &'static str, url: Url) -> Result<bool, GraphError> {
+        match self
+            .execute(Call {
+                op,
+                method: Method::DELETE,
+                url,
+                body: None,
+                prefer: None,
+                class: CallClass::idempotent(),
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(GraphError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn collect_pages<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        first: Url,
+    ) -> Result<Vec<T>, GraphError> {
+        let mut out = Vec::new();
+        let mut url = first;
+        loop {
+            let page: Page<T> = self.get_json(op, url, Freshness::Settled).await?;
+            out.extend(page.value);
+            match page.next_link {
+                Some(next) => url = self.rebase_link(op, &next)?,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Sends `call` until it succeeds or the retry policy stops, inside one span.
+    async fn execute(&self, call: Call<'_>) -> Result<Answer, GraphError> {
+        let span = tracing::info_span!(
+            "graph.request",
+            op = call.op,
+            method = %call.method,
+            path = %call.url.path(),
+            status = field::Empty,
+            attempt = field::Empty,
+            request_id = field::Empty,
+            client_request_id = field::Empty,
+        );
+        self.execute_inner(call).instrument(span).await
+    }
+
+    async fn execute_inner(&self, call: Call<'_>) -> Result<Answer, GraphError> {
+        let inner = &*self.inner;
+        let span = tracing::Span::current();
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        let mut token_refreshed = false;
+        loop {
+            attempt += 1;
+            span.record("attempt", attempt);
+
+            let waited = inner.limiter.acquire().await;
+            if !waited.is_zero() {
+                inner.observer.on_rate_limited(call.op, waited);
+                debug!(?waited, "client-side rate limit delayed the request");
+            }
+            let token = inner.tokens.get().await?;
+
+            let client_request_id = uuid::Uuid::new_v4().to_string();
+            span.record("client_request_id", client_request_id.as_str());
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+            let mut auth =
+                HeaderValue::from_str(&format!("Bearer {}", token.token.expose())).map_err(|_| {
+                    GraphError::Token(TokenError::unexpected(
+                        200,
+                        "token is not a valid header value",
+                        "",
+                    ))
+                })?;
+            auth.set_sensitive(true);
+            headers.insert(AUTHORIZATION, auth);
+            headers.insert(
+                "client-request-id",
+                HeaderValue::from_str(&client_request_id).expect("uuid"),
+            );
+            headers.insert("return-client-request-id", HeaderValue::from_static("true"));
+            if let Some(prefer) = call.prefer {
+                headers.insert("Prefer", HeaderValue::from_str(prefer).expect("static prefer"));
+            }
+            let mut req = inner
+                .http
+                .request(call.method.clone(), call.url.clone())
+                .headers(headers);
+            if let Some(body) = &call.body {
+                req = req.header(CONTENT_TYPE, "application/json").body(body.clone());
+            } else if matches!(call.method, Method::POST | Method::PATCH) {
+                req = req.header(reqwest::header::CONTENT_LENGTH, "0");
+            }
+
+            let sent = req.send().await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    let connect = e.is_connect();
+                    let kind = if connect { "connect" } else { "interrupted" };
+                    inner.observer.on_transport_error(call.op, kind);
+                    let outcome = if connect {
+                        Outcome::ConnectFailed
+                    } else {
+                        Outcome::Interrupted
+                    };
+                    let message = transport_message(&e);
+                    debug!(attempt, kind, error = %message, "graph request failed");
+                    match inner.policy.decide(
+                        call.class,
+                        &outcome,
+                        attempt,
+                        start.elapsed(),
+                        token_refreshed,
+                        random_jitter(),
+                    ) {
+                        Decision::Retry { delay, reason } => {
+                            inner.observer.on_retry(call.op, reason_name(reason), delay);
+                            debug!(?delay, ?reason, "retrying");
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        _ => {
+                            return Err(GraphError::Transport {
+                                op: call.op,
+                                message,
+                                outcome_unknown: !connect,
+                            })
+                        }
+                    }
+                }
+            };
+
+            let status = resp.status().as_u16();
+            inner.observer.on_response(call.op, status);
+            span.record("status", status);
+            let request_id = header_str(resp.headers(), "request-id");
+            if let Some(r) = &request_id {
+                span.record("request_id", r.as_str());
+            }
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+            let received_at = Instant::now();
+            let body = match resp.bytes().await {
+                Ok(b) => b.to_vec(),
+                Err(e) => {
+                    // The status line arrived, so the server processed the request; only an
+                    // idempotent call may be repeated.
+                    let message = transport_message(&e);
+                    debug!(attempt, status, error = %message, "reading the answer failed");
+                    if (200..300).contains(&status) && call.class.idempotency == Idempotency::NonIdempotent {
+                        return Err(GraphError::Transport {
+                            op: call.op,
+                            message,
+                            outcome_unknown: true,
+                        });
+                    }
+                    match inner.policy.decide(
+                        call.class,
+                        &Outcome::Interrupted,
+                        attempt,
+                        start.elapsed(),
+                        token_refreshed,
+                        random_jitter(),
+                    ) {
+                        Decision::Retry { delay, reason } => {
+                            inner.observer.on_retry(call.op, reason_name(reason), delay);
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        _ => {
+                            return Err(GraphError::Transport {
+                                op: call.op,
+                                message,
+                                outcome_unknown: true,
+                            })
+                        }
+                    }
+                }
+            };
+            debug!(
+                attempt,
+                status,
+                request_id = request_id.as_deref().unwrap_or(""),
+                "graph response"
+            );
+
+            if (200..300).contains(&status) {
+                return Ok(Answer { status, body });
+            }
+
+            let info = parse_error_info(
+                call.op,
+                status,
+                &body,
+                request_id,
+                Some(client_request_id.clone()),
+            );
+            let throttled = status == 429 || (status == 503 && retry_after.is_some());
+            if throttled {
+                inner.observer.on_throttle(call.op, retry_after);
+                if let Some(ra) = retry_after {
+                    // Hold every call of this client, not only this one.
+                    inner.limiter.pause_until(received_at + ra);
+                }
+                info!(
+                    status,
+                    retry_after = ?retry_after,
+                    request_id = info.request_id.as_deref().unwrap_or(""),
+                    "graph throttled the request"
+                );
+            }
+            let outcome = Outcome::Response {
+                status,
+                retry_after,
+                detail_code: info.detail_code.as_deref(),
+                message: &info.message,
+            };
+            match inner.policy.decide(
+                call.class,
+                &outcome,
+                attempt,
+                start.elapsed(),
+                token_refreshed,
+                random_jitter(),
+            ) {
+                Decision::Retry { delay, reason } => {
+                    inner.observer.on_retry(call.op, reason_name(reason), delay);
+                    debug!(
+                        ?delay,
+                        ?reason,
+                        code = info.code.as_str(),
+                        "retrying graph request"
+                    );
+                    tokio::time::sleep_until((received_at + delay).into()).await;
+                }
+                Decision::RefreshTokenAndRetry => {
+                    inner
+                        .observer
+                        .on_retry(call.op, "TokenRefresh", std::time::Duration::ZERO);
+                    debug!(code = info.code.as_str(), "token rejected; refreshing once");
+                    inner.tokens.invalidate(token.generation).await;
+                    token_refreshed = true;
+                }
+                Decision::Stop(reason) => {
+                    debug!(?reason, code = info.code.as_str(), "graph request failed");
+                    return Err(graph_error_for(
+                        info,
+                        retry_after,
+                        reason == StopReason::OutcomeUnknown,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Builds the reqwest client: rustls with the web PKI roots plus the configured extra CAs,
+/// timeouts, no redirects (Graph does not redirect these calls; a redirect must not carry the
+/// bearer token elsewhere).
+fn build_http_client(config: &GraphClientConfig) -> Result<reqwest::Client, ConfigError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("dcr-operator/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = &config.extra_ca_pem {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ConfigError::CaBundle(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ConfigError::CaBundle("no certificate found in the PEM".into()));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigError::HttpClient(e.to_string()))
+}
+
+/// `applications(uniqueName='x')`: an alternate-key path segment with an OData string literal.
+fn key_segment(collection: &str, key: &str, value: &str) -> String {
+    format!("{collection}({key}={})", odata_string(value))
+}
+
+/// An OData string literal: single quotes, inner quotes doubled.
+fn odata_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Sets the query string, percent-encoding values (space as `%20`, not `+`; OData's `$`,
+/// `(`, `)`, `:`, `/`, `,` kept readable; `url` itself encodes `'` as `%27` in queries).
+fn set_query(url: &mut Url, pairs: &[(&str, &str)]) {
+    fn enc(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z'
+                | b'a'..=b'z'
+                | b'0'..=b'9'
+                | b'-'
+                | b'.'
+                | b'_'
+                | b'~'
+                | b'$'
+                | b'\''
+                | b'('
+                | b')'
+                | b':'
+                | b'/'
+                | b',' => out.push(b as char),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    }
+    let q = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    url.set_query(Some(&q));
+}
+
+fn json_body<T: Serialize>(op: &'static str, value: &T) -> Result<Bytes, GraphError> {
+    serde_json::to_vec(value).map_err(|e| GraphError::InvalidInput {
+        op,
+        message: format!("cannot serialize the body: {e}"),
+    })
+}
+
+fn decode<T: DeserializeOwned>(op: &'static str, body: &[u8]) -> Result<T, GraphError> {
+    serde_json::from_slice(body).map_err(|e| decode_error(op, &e))
+}
+
+/// A decoding error without the body (an addPassword body holds a secret).
+fn decode_error(op: &'static str, e: &serde_json::Error) -> GraphError {
+    GraphError::Decode {
+        op,
+        message: format!("{:?} at line {} column {}", e.classify(), e.line(), e.column()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idp::azure::config::ClientCredential;
+
+    fn client(graph: Option<&str>) -> GraphClient {
+        let mut c = GraphClientConfig::new(
+            "contoso.onmicrosoft.com",
+            "11111111-2222-3333-4444-555555555555",
+            ClientCredential::Secret(SecretString::new("client-secret-value")),
+        );
+        c.graph_endpoint = graph.map(|g| Url::parse(g).unwrap());
+        GraphClient::new(c).unwrap()
+    }
+
+    #[test]
+    fn alternate_key_urls_quote_and_escape() {
+        let c = client(None);
+        assert_eq!(
+            c.url(&[&key_segment("applications", "uniqueName", "c1-o'brien x")])
+                .as_str(),
+            "https://graph.microsoft.com/v1.0/applications(uniqueName='c1-o''brien%20x')"
+        );
+        assert_eq!(
+            c.url(&["applications", "a/b"]).as_str(),
+            "https://graph.microsoft.com/v1.0/applications/a%2Fb"
+        );
+        assert_eq!(
+            c.directory_object_url("abc"),
+            "https://graph.microsoft.com/v1.0/directoryObjects/abc"
+        );
+    }
+
+    #[test]
+    fn filter_query_is_percent_encoded() {
+        let c = client(None);
+        let mut u = c.url(&["applications"]);
+        set_query(
+            &mut u,
+            &[("$filter", "tags/any(t:t eq 'ns:a b&c')"), ("$top", "999")],
+        );
+        assert_eq!(
+            u.as_str(),
+            "https://graph.microsoft.com/v1.0/applications?$filter=tags/any(t:t%20eq%20%27ns:a%20b%26c%27)&$top=999"
+        );
+    }
+
+    #[test]
+    fn paging_links_are_rebased_onto_the_configured_endpoint() {
+        let c = client(Some("https://proxy.example/graph"));
+        let u = c
+            .rebase_link(
+                "t",
+                "https://graph.microsoft.com/v1.0/applications?$skiptoken=abc",
+            )
+            .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://proxy.example/graph/v1.0/applications?$skiptoken=abc"
+        );
+        let same = "https://proxy.example/graph/v1.0/applications/delta?$deltatoken=x";
+        assert_eq!(c.rebase_link("t", same).unwrap().as_str(), same);
+        assert!(c.rebase_link("t", "https://evil.example/steal").is_err());
+        assert!(c.rebase_link("t", "not a url").is_err());
+    }
+
+    #[test]
+    fn client_debug_shows_no_secret() {
+        let d = format!("{:?}", client(None));
+        assert!(!d.contains("client-secret-value"), "{d}");
+    }
+
+    #[test]
+    fn bad_ca_bundle_is_a_config_error() {
+        let mut c = GraphClientConfig::new("t", "c", ClientCredential::Secret(SecretString::new("s")));
+        c.extra_ca_pem = Some(b"not a pem".to_vec());
+        assert!(matches!(GraphClient::new(c), Err(ConfigError::CaBundle(_))));
+    }
+}

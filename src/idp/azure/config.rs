@@ -1,0 +1,466 @@
+//! Where the Graph client talks to and as whom: cloud, endpoints, trusted CAs, credential,
+//! client-side rate limit and retry bounds.
+//!
+//! Everything the client needs is plain configuration (URLs, ids, a credential), so tests and
+//! the sandbox point the same code at the Graph emulator by setting
+//! [`GraphClientConfig::authority_host`], [`GraphClientConfig::graph_endpoint`] and
+//! [`GraphClientConfig::extra_ca_pem`], never through mocks.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::sensitive::SecretString;
+
+use super::error::ConfigError;
+
+/// A Microsoft cloud: it fixes the default authority (token) host, the Graph host and the
+/// `.default` scope requested for Graph.
+///
+/// Host names are the ones Microsoft documents for its national clouds ("national cloud
+/// deployments" in the Graph docs); the contract in `shared/graph-contract.md` only covers the
+/// public cloud.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AzureCloud {
+    /// Global Azure: `login.microsoftonline.com`, `graph.microsoft.com`.
+    #[default]
+    AzurePublic,
+    /// Azure US Government (L4): `login.microsoftonline.us`, `graph.microsoft.us`.
+    AzureUSGovernment,
+    /// Azure operated by 21Vianet: `login.chinacloudapi.cn`, `microsoftgraph.chinacloudapi.cn`.
+    AzureChina,
+}
+
+impl AzureCloud {
+    /// The Microsoft Entra authority host of this cloud (no trailing slash).
+    pub fn authority_host(self) -> &'static str {
+        match self {
+            Self::AzurePublic => "https://login.microsoftonline.com",
+            Self::AzureUSGovernment => "https://login.microsoftonline.us",
+            Self::AzureChina => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    /// The Microsoft Graph endpoint (host root, without `/v1.0`) of this cloud.
+    pub fn graph_endpoint(self) -> &'static str {
+        match self {
+            Self::AzurePublic => "https://graph.microsoft.com",
+            Self::AzureUSGovernment => "https://graph.microsoft.us",
+            Self::AzureChina => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+
+    /// The client-credentials scope for Graph in this cloud: the Graph resource URI + `/.default`
+    /// (contract §1.1).
+    pub fn graph_scope(self) -> String {
+        format!("{}/.default", self.graph_endpoint())
+    }
+
+    /// The stable name used in configuration (`AzurePublic`, `AzureUSGovernment`, `AzureChina`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AzurePublic => "AzurePublic",
+            Self::AzureUSGovernment => "AzureUSGovernment",
+            Self::AzureChina => "AzureChina",
+        }
+    }
+}
+
+impl fmt::Display for AzureCloud {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AzureCloud {
+    type Err = ConfigError;
+
+    /// Accepts the names above (case-insensitive) and the Azure CLI / SDK spellings
+    /// (`AzureCloud`, `AzurePublicCloud`, `AzureUSGovernmentCloud`, `AzureChinaCloud`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "azurepublic" | "azurepubliccloud" | "azurecloud" | "public" => Ok(Self::AzurePublic),
+            "azureusgovernment" | "azureusgovernmentcloud" | "usgovernment" => Ok(Self::AzureUSGovernment),
+            "azurechina" | "azurechinacloud" | "china" => Ok(Self::AzureChina),
+            _ => Err(ConfigError::UnknownCloud(s.to_string())),
+        }
+    }
+}
+
+/// How the client proves who it is at the token endpoint.
+///
+/// `Debug` never shows the secret (it is a [`SecretString`]); the assertion file's contents are
+/// read at request time and never stored.
+#[derive(Clone, Debug)]
+pub enum ClientCredential {
+    /// A client secret (`client_secret` form field, contract §1.1).
+    Secret(SecretString),
+    /// A federated client assertion (workload identity, contract §1.3): a JWT re-read from this
+    /// file on every token request (the kubelet rotates the projected token), sent as
+    /// `client_assertion` with the jwt-bearer assertion type.
+    AssertionFile(PathBuf),
+}
+
+/// Client-side token bucket applied before every Graph request (token requests excluded).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub qps: f64,
+    /// Requests that may be sent back to back after an idle period.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    /// 10 requests/s, burst 20.
+    ///
+    /// Sized from the identity-and-access limits (contract §2.2): the tightest budget that
+    /// applies to every call the operator makes is the write quota of 3,000 writes per 150 s
+    /// per app and tenant (20 writes/s) — reads are cheaper (3,500 resource units per 10 s for
+    /// the smallest tenants, 1–2 units a read). 10/s keeps a busy operator at half the write
+    /// budget, leaving room for other callers of the same app registration. Apps whose
+    /// `signInAudience` includes personal accounts are limited to 60 writes a minute; lower
+    /// the rate when managing those.
+    fn default() -> Self {
+        Self { qps: 10.0, burst: 20 }
+    }
+}
+
+/// Bounds of the retry policy (see [`super::retry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts per call, the first one included.
+    pub max_attempts: u32,
+    /// No retry is scheduled whose wait would end later than this after the call started.
+    pub max_elapsed: Duration,
+    /// First backoff step for 5xx and transport errors (doubled each attempt, full jitter).
+    pub base_delay: Duration,
+    /// First backoff step for replication errors on a just-created object (contract §7
+    /// recommends 1, 2, 4, 8, 16 s).
+    pub replication_base_delay: Duration,
+    /// Largest single backoff step (a server's `Retry-After` is honoured even when longer, as
+    /// long as it fits in `max_elapsed`).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    /// 8 attempts within 60 s; backoff from 500 ms (replication: 1 s), at most 16 s a step.
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            max_elapsed: Duration::from_secs(60),
+            base_delay: Duration::from_millis(500),
+            replication_base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(16),
+        }
+    }
+}
+
+/// Everything needed to build a [`super::GraphClient`].
+///
+/// Build it with [`GraphClientConfig::new`] and adjust the public fields. `Debug` is safe to
+/// log: the credential is redacted and the CA bundle is shown by size only.
+#[derive(Clone)]
+pub struct GraphClientConfig {
+    /// Directory (tenant) id: a GUID or a domain name such as `contoso.onmicrosoft.com`.
+    pub tenant_id: String,
+    /// The national cloud; picks default hosts and the Graph scope.
+    pub cloud: AzureCloud,
+    /// Overrides the cloud's authority host (token endpoint root), e.g. the emulator's
+    /// `https://127.0.0.1:8443` or a proxy. May carry a path prefix.
+    pub authority_host: Option<Url>,
+    /// Overrides the cloud's Graph endpoint (root, `/v1.0` is appended). May carry a path prefix.
+    pub graph_endpoint: Option<Url>,
+    /// Overrides the scope requested at the token endpoint. By default the cloud's
+    /// `https://graph.../.default`, also when the endpoints are overridden (a proxy or the
+    /// emulator still issues tokens for the Graph resource).
+    pub graph_scope: Option<String>,
+    /// Extra CA certificates (PEM, one or more) trusted in addition to the built-in web PKI
+    /// roots: the emulator's test CA, or a TLS-inspecting proxy's CA.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// The client (application) id the operator authenticates as.
+    pub client_id: String,
+    /// The operator's credential.
+    pub credential: ClientCredential,
+    /// Client-side rate limit for Graph calls.
+    pub rate_limit: RateLimit,
+    /// Retry bounds.
+    pub retry: RetryConfig,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout of one HTTP exchange (one attempt).
+    pub request_timeout: Duration,
+    /// The token is refreshed this long before it expires (capped at half its lifetime).
+    pub token_refresh_margin: Duration,
+}
+
+impl GraphClientConfig {
+    /// A configuration for the public cloud with default limits.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        credential: ClientCredential,
+    ) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            cloud: AzureCloud::default(),
+            authority_host: None,
+            graph_endpoint: None,
+            graph_scope: None,
+            extra_ca_pem: None,
+            client_id: client_id.into(),
+            credential,
+            rate_limit: RateLimit::default(),
+            retry: RetryConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            token_refresh_margin: Duration::from_secs(180),
+        }
+    }
+
+    /// Checks ids, URLs and limits; called by [`super::GraphClient::new`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_tenant_id(&self.tenant_id)?;
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::Invalid("client id is empty".into()));
+        }
+        if let ClientCredential::Secret(s) = &self.credential {
+            if s.is_empty() {
+                return Err(ConfigError::Invalid("client secret is empty".into()));
+            }
+        }
+        for (name, url) in [
+            ("authority host", &self.authority_host),
+            ("graph endpoint", &self.graph_endpoint),
+        ] {
+            if let Some(url) = url {
+                check_base_url(name, url)?;
+            }
+        }
+        if !(self.rate_limit.qps.is_finite() && self.rate_limit.qps > 0.0) {
+            return Err(ConfigError::Invalid("rate limit qps must be > 0".into()));
+        }
+        if self.rate_limit.burst == 0 {
+            return Err(ConfigError::Invalid("rate limit burst must be >= 1".into()));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(ConfigError::Invalid("retry max_attempts must be >= 1".into()));
+        }
+        Ok(())
+    }
+
+    /// `{authority}/{tenant}/oauth2/v2.0/token`.
+    pub fn token_url(&self) -> Result<Url, ConfigError> {
+        let host = match &self.authority_host {
+            Some(u) => u.clone(),
+            None => Url::parse(self.cloud.authority_host()).expect("static URL"),
+        };
+        validate_tenant_id(&self.tenant_id)?;
+        join_segments(&host, &[&self.tenant_id, "oauth2", "v2.0", "token"])
+    }
+
+    /// The Graph v1.0 base, `{graph endpoint}/v1.0` (no trailing slash).
+    pub fn graph_base(&self) -> Result<Url, ConfigError> {
+        let root = match &self.graph_endpoint {
+            Some(u) => u.clone(),
+            None => Url::parse(self.cloud.graph_endpoint()).expect("static URL"),
+        };
+        join_segments(&root, &["v1.0"])
+    }
+
+    /// The scope requested for Graph tokens.
+    pub fn scope(&self) -> String {
+        self.graph_scope
+            .clone()
+            .unwrap_or_else(|| self.cloud.graph_scope())
+    }
+}
+
+impl fmt::Debug for GraphClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphClientConfig")
+            .field("tenant_id", &self.tenant_id)
+            .field("cloud", &self.cloud)
+            .field("authority_host", &self.authority_host.as_ref().map(Url::as_str))
+            .field("graph_endpoint", &self.graph_endpoint.as_ref().map(Url::as_str))
+            .field("graph_scope", &self.graph_scope)
+            .field(
+                "extra_ca_pem",
+                &self.extra_ca_pem.as_ref().map(|p| format!("{} bytes", p.len())),
+            )
+            .field("client_id", &self.client_id)
+            .field("credential", &self.credential)
+            .field("rate_limit", &self.rate_limit)
+            .field("retry", &self.retry)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("token_refresh_margin", &self.token_refresh_margin)
+            .finish()
+    }
+}
+
+/// A tenant is a GUID or a domain name; anything else (slashes, `..`, spaces) would change the
+/// token URL's path and is refused.
+pub fn validate_tenant_id(tenant: &str) -> Result<(), ConfigError> {
+    let ok = !tenant.is_empty()
+        && tenant.len() <= 256
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        && !tenant.starts_with('.')
+        && !tenant.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidTenant(tenant.to_string()))
+    }
+}
+
+fn check_base_url(name: &str, url: &Url) -> Result<(), ConfigError> {
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err(ConfigError::Invalid(format!(
+            "{name} must be an http(s) URL with a host: {url}"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::Invalid(format!(
+            "{name} must not carry a query or fragment: {url}"
+        )));
+    }
+    Ok(())
+}
+
+/// Appends path segments to a base URL, keeping any path prefix of the base.
+fn join_segments(base: &Url, segments: &[&str]) -> Result<Url, ConfigError> {
+    let mut url = base.clone();
+    {
+        let mut path = url
+            .path_segments_mut()
+            .map_err(|_| ConfigError::Invalid(format!("not a base URL: {base}")))?;
+        path.pop_if_empty();
+        for s in segments {
+            path.push(s);
+        }
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GraphClientConfig {
+        GraphClientConfig::new(
+            "contoso.onmicrosoft.com",
+            "11111111-2222-3333-4444-555555555555",
+            ClientCredential::Secret(SecretString::new("s3cr3t-value-never-shown")),
+        )
+    }
+
+    #[test]
+    fn urls_for_each_cloud() {
+        let cases = [
+            (
+                AzureCloud::AzurePublic,
+                "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token",
+                "https://graph.microsoft.com/v1.0",
+                "https://graph.microsoft.com/.default",
+            ),
+            (
+                AzureCloud::AzureUSGovernment,
+                "https://login.microsoftonline.us/contoso.onmicrosoft.com/oauth2/v2.0/token",
+                "https://graph.microsoft.us/v1.0",
+                "https://graph.microsoft.us/.default",
+            ),
+            (
+                AzureCloud::AzureChina,
+                "https://login.chinacloudapi.cn/contoso.onmicrosoft.com/oauth2/v2.0/token",
+                "https://microsoftgraph.chinacloudapi.cn/v1.0",
+                "https://microsoftgraph.chinacloudapi.cn/.default",
+            ),
+        ];
+        for (cloud, token, graph, scope) in cases {
+            let mut c = cfg();
+            c.cloud = cloud;
+            assert_eq!(c.token_url().unwrap().as_str(), token);
+            assert_eq!(c.graph_base().unwrap().as_str(), graph);
+            assert_eq!(c.scope(), scope);
+        }
+    }
+
+    #[test]
+    fn overrides_keep_path_prefixes_and_the_cloud_scope() {
+        let mut c = cfg();
+        c.tenant_id = "8e2b7c6a-0000-4000-8000-000000000001".into();
+        c.authority_host = Some(Url::parse("https://127.0.0.1:8443").unwrap());
+        c.graph_endpoint = Some(Url::parse("https://proxy.example/graph/").unwrap());
+        assert_eq!(
+            c.token_url().unwrap().as_str(),
+            "https://127.0.0.1:8443/8e2b7c6a-0000-4000-8000-000000000001/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            c.graph_base().unwrap().as_str(),
+            "https://proxy.example/graph/v1.0"
+        );
+        assert_eq!(c.scope(), "https://graph.microsoft.com/.default");
+        c.graph_scope = Some("api://custom/.default".into());
+        assert_eq!(c.scope(), "api://custom/.default");
+    }
+
+    #[test]
+    fn tenant_ids_that_would_change_the_path_are_refused() {
+        for bad in ["", "a/b", "../x", "a b", "x?y", ".hidden", "a..b", "t%2F"] {
+            assert!(validate_tenant_id(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in [
+            "contoso.onmicrosoft.com",
+            "8e2b7c6a-0000-4000-8000-000000000001",
+            "common",
+        ] {
+            validate_tenant_id(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn cloud_names_parse() {
+        assert_eq!(
+            "AzurePublic".parse::<AzureCloud>().unwrap(),
+            AzureCloud::AzurePublic
+        );
+        assert_eq!(
+            "azureusgovernmentcloud".parse::<AzureCloud>().unwrap(),
+            AzureCloud::AzureUSGovernment
+        );
+        assert_eq!(
+            "AzureChinaCloud".parse::<AzureCloud>().unwrap(),
+            AzureCloud::AzureChina
+        );
+        assert!("AzureGermany".parse::<AzureCloud>().is_err());
+    }
+
+    #[test]
+    fn validation() {
+        cfg().validate().unwrap();
+        let mut c = cfg();
+        c.credential = ClientCredential::Secret(SecretString::new(""));
+        assert!(c.validate().is_err());
+        let mut c = cfg();
+        c.graph_endpoint = Some(Url::parse("https://graph.example/?x=1").unwrap());
+        assert!(c.validate().is_err());
+        let mut c = cfg();
+        c.rate_limit.qps = 0.0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut c = cfg();
+        c.extra_ca_pem = Some(b"-----BEGIN CERTIFICATE-----".to_vec());
+        let d = format!("{c:?}");
+        assert!(!d.contains("s3cr3t"), "{d}");
+        assert!(d.contains("redacted"));
+        assert!(d.contains("27 bytes"));
+    }
+}
