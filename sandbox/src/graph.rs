@@ -1,1 +1,0 @@
-//! The Microsoft Graph / Entra ID emulator.
