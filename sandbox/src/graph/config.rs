@@ -298,7 +298,8 @@ pub struct FaultConfig {
     /// Added latency (real time).
     #[serde(with = "secs")]
     pub latency: Duration,
-    /// Seed for the fault dice; `None` = random. Fixing it makes a run reproducible.
+    /// Seed for the fault dice; `None` = random. Fixing it makes a run reproducible: every
+    /// configuration update that carries a seed restarts the sequence.
     pub seed: Option<u64>,
 }
 

@@ -75,6 +75,10 @@ pub(crate) fn patch_config(shared: &Shared, patch: &Value) -> Result<EmulatorCon
     new.tls_extra_names = cfg.tls_extra_names.clone();
     new.ca_out = cfg.ca_out.clone();
     shared.clock.set_speed(new.clock_speed);
+    if new.faults.seed.is_some() {
+        // Every update with a seed restarts the dice: a run is reproducible from here.
+        *shared.dice.lock().unwrap() = super::faults::Dice::new(new.faults.seed);
+    }
     *cfg = new.clone();
     Ok(new)
 }
