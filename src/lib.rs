@@ -3,8 +3,16 @@
 //! Data flows provider -> strategy -> application -> Secret, and the modules read in that order:
 //! - [`crd`]: the three custom resources (API types only, no client calls) and their conditions;
 //! - [`idp`]: identity-provider backends (Microsoft Entra ID through Microsoft Graph first);
+//! - [`controller`]: one reconciler per kind, the shared context, errors, events, status;
+//! - [`secret`]: the credential Secret (rendering, ownership, the record of live keys);
+//! - [`config`], [`metrics`], [`telemetry`]: the process around them;
 //! - [`sensitive`]: the redacting string type every secret value travels in.
 
+pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod idp;
+pub mod metrics;
+pub mod secret;
 pub mod sensitive;
+pub mod telemetry;

@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers until SIGTERM/SIGINT.
+    Run(dcr_operator::config::RunConfig),
     /// Print every CustomResourceDefinition as a multi-document YAML stream, or write one
     /// file per kind into a directory.
     Crds {
@@ -27,6 +29,24 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run(config) => {
+            dcr_operator::telemetry::init(config.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+            let result = match runtime {
+                Ok(rt) => rt
+                    .block_on(dcr_operator::controller::run(config))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot start the async runtime: {e}")),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "dcr-operator failed");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Crds { out_dir: None } => match dcr_operator::crd::render_crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

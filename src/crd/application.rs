@@ -1,6 +1,10 @@
 //! `Application`: an app team's request for an OAuth client under an AuthStrategy.
 //! Namespaced. The operator registers the client and writes its credentials to a Secret.
 
+// NB: clippy reads kube's repeated `printcolumn(type_ = ..)` derive arguments as duplicated
+// attributes; each is a separate column.
+#![allow(clippy::duplicated_attributes)]
+
 use super::common::{optional_duration_schema, LocalObjectRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::Duration;

@@ -1,6 +1,10 @@
 //! `DcrProvider`: an identity provider and the admin ("initial") client the operator uses
 //! to register OAuth clients there. Cluster-scoped, owned by cluster admins.
 
+// NB: clippy reads kube's repeated `printcolumn(type_ = ..)` derive arguments as duplicated
+// attributes; each is a separate column.
+#![allow(clippy::duplicated_attributes)]
+
 use super::common::{SecretKeyRef, GUID_PATTERN, HTTPS_URL_PATTERN};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

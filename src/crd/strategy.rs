@@ -1,6 +1,10 @@
 //! `AuthStrategy`: how applications authenticate against a provider (issuer, scopes,
 //! claims, auth methods), who may use it, and the credential policy. Cluster-scoped.
 
+// NB: clippy reads kube's repeated `printcolumn(type_ = ..)` derive arguments as duplicated
+// attributes; each is a separate column.
+#![allow(clippy::duplicated_attributes)]
+
 use super::common::{
     duration_schema, optional_duration_schema, LocalObjectRef, GUID_PATTERN, HTTPS_URL_PATTERN,
     NO_WHITESPACE_PATTERN,
@@ -32,7 +36,6 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "Apps", type_ = "integer", json_path = ".status.applications"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -273,7 +276,4 @@ pub struct AuthStrategyStatus {
     /// The issuer in effect (spec or the provider's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// How many Applications reference this strategy.
-    #[serde(default)]
-    pub applications: u32,
 }

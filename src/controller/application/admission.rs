@@ -1,0 +1,169 @@
+//! Pure checks that gate an Application before anything is registered.
+
+use crate::crd::application::Application;
+use crate::crd::conditions::Reason;
+use crate::crd::strategy::AuthStrategy;
+use kube::core::{Selector, SelectorExt};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The lifetime policy in effect for one Application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EffectivePolicy {
+    pub lifetime: Duration,
+    pub renew_before: Duration,
+    pub revoke_previous_after: Duration,
+}
+
+/// A reason the Application cannot proceed, with the message users read.
+pub type Refusal = (Reason, String);
+
+/// Whether `strategy` admits `app`'s namespace, given the namespace's labels.
+pub fn namespace_admitted(
+    strategy: &AuthStrategy,
+    namespace: &str,
+    namespace_labels: &BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    let Some(allowed) = &strategy.spec.allowed_namespaces else {
+        return Ok(());
+    };
+    if allowed.names.iter().any(|n| n == namespace) {
+        return Ok(());
+    }
+    if let Some(selector) = &allowed.selector {
+        match Selector::try_from(selector.clone()) {
+            Ok(s) if s.matches(namespace_labels) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                return Err((
+                    Reason::StrategyNotReady,
+                    format!(
+                        "AuthStrategy {} has an invalid namespace selector: {e}",
+                        strategy.name_any()
+                    ),
+                ))
+            }
+        }
+    }
+    Err((
+        Reason::NamespaceNotAllowed,
+        format!(
+            "AuthStrategy {} does not admit namespace {namespace} (see its spec.allowedNamespaces)",
+            strategy.name_any()
+        ),
+    ))
+}
+
+/// The lifetime, renewal and grace in effect: the Application's overrides within the
+/// strategy's bounds.
+pub fn effective_policy(app: &Application, strategy: &AuthStrategy) -> Result<EffectivePolicy, Refusal> {
+    let policy = &strategy.spec.credentials;
+    let overrides = app.spec.credentials.clone().unwrap_or_default();
+    let lifetime: Duration = overrides
+        .lifetime
+        .map(Into::into)
+        .unwrap_or(policy.lifetime.into());
+    let renew_before: Duration = overrides
+        .renew_before
+        .map(Into::into)
+        .unwrap_or(policy.renew_before.into());
+    let max: Duration = policy
+        .max_lifetime
+        .map(Into::into)
+        .unwrap_or(policy.lifetime.into());
+    let negative = overrides.lifetime.is_some_and(|d| d.is_negative())
+        || overrides.renew_before.is_some_and(|d| d.is_negative());
+    if negative || lifetime.is_zero() {
+        return Err((
+            Reason::InvalidSpec,
+            "spec.credentials durations must be positive".into(),
+        ));
+    }
+    if lifetime > max {
+        return Err((
+            Reason::CredentialPolicyViolation,
+            format!(
+                "spec.credentials.lifetime {} exceeds the longest lifetime AuthStrategy {} allows ({})",
+                humantime::format_duration(lifetime),
+                strategy.name_any(),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    if renew_before >= lifetime {
+        return Err((
+            Reason::InvalidSpec,
+            "credentials.renewBefore must be shorter than credentials.lifetime".into(),
+        ));
+    }
+    Ok(EffectivePolicy {
+        lifetime,
+        renew_before,
+        revoke_previous_after: policy.revoke_previous_after.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn strategy(extra: serde_json::Value) -> AuthStrategy {
+        let mut spec = json!({"providerRef": {"name": "p"}, "displayName": "S", "openIDConnect": {}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        AuthStrategy::new("s", serde_json::from_value(spec).unwrap())
+    }
+
+    fn app(credentials: serde_json::Value) -> Application {
+        let spec = json!({"authStrategyRef": {"name": "s"}, "credentials": credentials});
+        Application::new("a", serde_json::from_value(spec).unwrap())
+    }
+
+    #[test]
+    fn a_strategy_without_allowed_namespaces_admits_every_namespace() {
+        assert!(namespace_admitted(&strategy(json!({})), "any", &BTreeMap::new()).is_ok());
+    }
+
+    #[test]
+    fn namespaces_are_admitted_by_name_or_label_and_refused_otherwise() {
+        let s = strategy(
+            json!({"allowedNamespaces": {"names": ["orders"], "selector": {"matchLabels": {"team": "a"}}}}),
+        );
+        assert!(namespace_admitted(&s, "orders", &BTreeMap::new()).is_ok());
+        let labels = BTreeMap::from([("team".to_string(), "a".to_string())]);
+        assert!(namespace_admitted(&s, "other", &labels).is_ok());
+        let (reason, message) = namespace_admitted(&s, "other", &BTreeMap::new()).unwrap_err();
+        assert_eq!(reason, Reason::NamespaceNotAllowed);
+        assert!(message.contains("does not admit namespace other"));
+    }
+
+    #[test]
+    fn overrides_apply_within_the_strategy_bounds() {
+        let s = strategy(
+            json!({"credentials": {"lifetime": "720h", "renewBefore": "240h", "maxLifetime": "1440h"}}),
+        );
+        let p = effective_policy(&app(json!({"lifetime": "1000h"})), &s).unwrap();
+        assert_eq!(p.lifetime, Duration::from_secs(1000 * 3600));
+        assert_eq!(p.renew_before, Duration::from_secs(240 * 3600));
+        let (reason, message) = effective_policy(&app(json!({"lifetime": "2000h"})), &s).unwrap_err();
+        assert_eq!(reason, Reason::CredentialPolicyViolation);
+        assert!(message.contains("exceeds"), "{message}");
+    }
+
+    #[test]
+    fn without_max_lifetime_the_strategy_lifetime_is_the_bound() {
+        let s = strategy(json!({"credentials": {"lifetime": "720h", "renewBefore": "240h"}}));
+        assert!(effective_policy(&app(json!({"lifetime": "721h"})), &s).is_err());
+        assert!(effective_policy(&app(json!({"lifetime": "300h"})), &s).is_ok());
+    }
+
+    #[test]
+    fn renew_before_is_checked_even_where_cel_is_not_enforced() {
+        let s = strategy(json!({"credentials": {"lifetime": "720h", "renewBefore": "240h"}}));
+        let (reason, _) = effective_policy(&app(json!({"lifetime": "200h"})), &s).unwrap_err();
+        assert_eq!(reason, Reason::InvalidSpec);
+    }
+}

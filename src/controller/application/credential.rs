@@ -1,0 +1,311 @@
+//! Pure: when to issue a new secret, which superseded keys may be revoked, and which keys
+//! at the provider nobody records (leftovers of a crash between addPassword and the
+//! Secret write). The checks run in order; the first that holds decides.
+
+use super::admission::EffectivePolicy;
+use crate::crd::conditions::Reason;
+use crate::idp::azure::PasswordCredential;
+use crate::secret::{CredentialRecord, StoredCredential};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// A key issued less than this long ago may not show in reads yet (Entra replication).
+pub const REPLICATION_WINDOW: Duration = Duration::from_secs(120);
+
+/// Why a new secret is issued. The string is the Event reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueReason {
+    /// First credential of the Application.
+    Initial,
+    /// The Secret, or its `client_secret`, is gone (deleted by hand): the value cannot be
+    /// read back from the provider, so a new one is issued.
+    SecretMissing,
+    /// `client_secret` was edited by hand.
+    SecretEdited,
+    /// The recorded key no longer exists at the provider.
+    KeyMissingAtProvider,
+    /// The secret is within `renewBefore` of its expiry.
+    Renewal,
+    /// The `dcr-operator.io/rotate` annotation has a new value.
+    RotateRequested,
+}
+
+impl IssueReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueReason::Initial => "Initial",
+            IssueReason::SecretMissing => "SecretMissing",
+            IssueReason::SecretEdited => "SecretEdited",
+            IssueReason::KeyMissingAtProvider => "KeyMissingAtProvider",
+            IssueReason::Renewal => "Renewal",
+            IssueReason::RotateRequested => "RotateRequested",
+        }
+    }
+}
+
+/// What the decision looks at.
+pub struct Observed<'a> {
+    pub now: Timestamp,
+    /// The owned Secret's contents, None when there is no Secret.
+    pub stored: Option<&'a StoredCredential>,
+    /// Whether the Application ever had a credential (status records one).
+    pub had_credential: bool,
+    /// The keys the provider lists for the application.
+    pub provider_keys: &'a [PasswordCredential],
+    /// The rotate annotation, and the value last acted upon.
+    pub rotate_request: Option<&'a str>,
+    pub last_rotate_request: Option<&'a str>,
+    pub policy: EffectivePolicy,
+}
+
+/// When a credential should be replaced.
+pub fn renew_at(record: &CredentialRecord, policy: &EffectivePolicy) -> Timestamp {
+    let renew_before = SignedDuration::try_from(policy.renew_before).unwrap_or(SignedDuration::MAX);
+    record
+        .expires_at
+        .checked_sub(renew_before)
+        .unwrap_or(record.issued_at)
+}
+
+/// Whether to issue a new secret, and why.
+pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
+    let Some(stored) = o.stored else {
+        return Some(if o.had_credential {
+            IssueReason::SecretMissing
+        } else {
+            IssueReason::Initial
+        });
+    };
+    let (Some(record), Some(_)) = (&stored.record, &stored.client_secret) else {
+        return Some(if o.had_credential {
+            IssueReason::SecretMissing
+        } else {
+            IssueReason::Initial
+        });
+    };
+    if stored.tampered {
+        return Some(IssueReason::SecretEdited);
+    }
+    let listed = o.provider_keys.iter().any(|k| k.key_id == record.key_id);
+    if !listed && !recent(o.now, record.issued_at) {
+        return Some(IssueReason::KeyMissingAtProvider);
+    }
+    if o.now >= renew_at(record, &o.policy) {
+        return Some(IssueReason::Renewal);
+    }
+    if let Some(request) = o.rotate_request {
+        if Some(request) != o.last_rotate_request {
+            return Some(IssueReason::RotateRequested);
+        }
+    }
+    None
+}
+
+/// Superseded keys whose grace has passed, provided the current secret has been proven.
+pub fn revocable(now: Timestamp, record: &CredentialRecord) -> Vec<String> {
+    if record.verified_at.is_none() {
+        return vec![];
+    }
+    record
+        .previous
+        .iter()
+        .filter(|p| p.revoke_after <= now)
+        .map(|p| p.key_id.clone())
+        .collect()
+}
+
+/// Keys at the provider that no record names, old enough not to be a key whose record is
+/// still being written. `also_recorded` are keys named elsewhere (the status).
+pub fn orphans(
+    now: Timestamp,
+    provider_keys: &[PasswordCredential],
+    record: Option<&CredentialRecord>,
+    also_recorded: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut known: BTreeSet<String> = also_recorded.clone();
+    if let Some(r) = record {
+        known.insert(r.key_id.clone());
+        known.extend(r.previous.iter().map(|p| p.key_id.clone()));
+    }
+    provider_keys
+        .iter()
+        .filter(|k| !known.contains(&k.key_id))
+        .filter(|k| {
+            k.start_date_time
+                .and_then(|t| Timestamp::from_second(t.timestamp()).ok())
+                .is_none_or(|start| !recent(now, start))
+        })
+        .map(|k| k.key_id.clone())
+        .collect()
+}
+
+fn recent(now: Timestamp, then: Timestamp) -> bool {
+    now.duration_since(then).as_secs_f64() < REPLICATION_WINDOW.as_secs_f64()
+}
+
+/// The condition reason while a new secret is not yet accepted by the provider.
+pub const ACTIVATING: Reason = Reason::Progressing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::PreviousKey;
+
+    const DAY: i64 = 86_400;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn policy() -> EffectivePolicy {
+        EffectivePolicy {
+            lifetime: Duration::from_secs(90 * DAY as u64),
+            renew_before: Duration::from_secs(30 * DAY as u64),
+            revoke_previous_after: Duration::from_secs(3600),
+        }
+    }
+
+    fn record() -> CredentialRecord {
+        CredentialRecord {
+            key_id: "k1".into(),
+            issued_at: t(0),
+            expires_at: t(90 * DAY),
+            verified_at: Some(t(5)),
+            previous: vec![],
+        }
+    }
+
+    fn stored(record: Option<CredentialRecord>, tampered: bool) -> StoredCredential {
+        StoredCredential {
+            record,
+            client_secret: Some(crate::sensitive::SecretString::new("v")),
+            tampered,
+            details_stale: false,
+        }
+    }
+
+    fn key(id: &str, start: Option<Timestamp>) -> PasswordCredential {
+        PasswordCredential {
+            key_id: id.into(),
+            start_date_time: start.map(|s| chrono::DateTime::from_timestamp(s.as_second(), 0).unwrap()),
+            ..Default::default()
+        }
+    }
+
+    fn observed<'a>(
+        now: Timestamp,
+        stored: Option<&'a StoredCredential>,
+        keys: &'a [PasswordCredential],
+    ) -> Observed<'a> {
+        Observed {
+            now,
+            stored,
+            had_credential: true,
+            provider_keys: keys,
+            rotate_request: None,
+            last_rotate_request: None,
+            policy: policy(),
+        }
+    }
+
+    #[test]
+    fn a_valid_listed_credential_is_kept() {
+        let s = stored(Some(record()), false);
+        let keys = [key("k1", Some(t(0)))];
+        assert_eq!(decide(&observed(t(DAY), Some(&s), &keys)), None);
+    }
+
+    #[test]
+    fn the_first_credential_and_a_deleted_secret_are_told_apart() {
+        let keys = [];
+        let mut o = observed(t(0), None, &keys);
+        o.had_credential = false;
+        assert_eq!(decide(&o), Some(IssueReason::Initial));
+        o.had_credential = true;
+        assert_eq!(decide(&o), Some(IssueReason::SecretMissing));
+    }
+
+    #[test]
+    fn an_edited_secret_is_replaced() {
+        let s = stored(Some(record()), true);
+        let keys = [key("k1", Some(t(0)))];
+        assert_eq!(
+            decide(&observed(t(DAY), Some(&s), &keys)),
+            Some(IssueReason::SecretEdited)
+        );
+    }
+
+    #[test]
+    fn a_key_missing_at_the_provider_is_replaced_once_replication_had_time() {
+        let s = stored(Some(record()), false);
+        assert_eq!(
+            decide(&observed(t(30), Some(&s), &[])),
+            None,
+            "just issued: may not be listed yet"
+        );
+        assert_eq!(
+            decide(&observed(t(DAY), Some(&s), &[])),
+            Some(IssueReason::KeyMissingAtProvider)
+        );
+    }
+
+    #[test]
+    fn renewal_starts_renew_before_expiry() {
+        let s = stored(Some(record()), false);
+        let keys = [key("k1", Some(t(0)))];
+        assert_eq!(decide(&observed(t(60 * DAY - 1), Some(&s), &keys)), None);
+        assert_eq!(
+            decide(&observed(t(60 * DAY), Some(&s), &keys)),
+            Some(IssueReason::Renewal)
+        );
+    }
+
+    #[test]
+    fn a_new_rotate_annotation_value_rotates_once() {
+        let s = stored(Some(record()), false);
+        let keys = [key("k1", Some(t(0)))];
+        let mut o = observed(t(DAY), Some(&s), &keys);
+        o.rotate_request = Some("2026-11-21");
+        assert_eq!(decide(&o), Some(IssueReason::RotateRequested));
+        o.last_rotate_request = Some("2026-11-21");
+        assert_eq!(decide(&o), None);
+    }
+
+    #[test]
+    fn previous_keys_are_revoked_after_grace_and_only_once_the_new_one_works() {
+        let mut r = record();
+        r.previous = vec![PreviousKey {
+            key_id: "k0".into(),
+            revoke_after: t(3600),
+        }];
+        assert!(revocable(t(3599), &r).is_empty());
+        assert_eq!(revocable(t(3600), &r), vec!["k0".to_string()]);
+        r.verified_at = None;
+        assert!(
+            revocable(t(99_999), &r).is_empty(),
+            "never before the new secret is proven"
+        );
+    }
+
+    #[test]
+    fn orphans_are_unrecorded_keys_older_than_the_replication_window() {
+        let mut r = record();
+        r.previous = vec![PreviousKey {
+            key_id: "k0".into(),
+            revoke_after: t(3600),
+        }];
+        let keys = [
+            key("k0", Some(t(0))),
+            key("k1", Some(t(0))),
+            key("leak", Some(t(0))),
+            key("fresh", Some(t(1000))),
+        ];
+        let also = BTreeSet::from(["status-key".to_string()]);
+        assert_eq!(orphans(t(1010), &keys, Some(&r), &also), vec!["leak".to_string()]);
+        assert_eq!(
+            orphans(t(1000 + 121), &keys, Some(&r), &also),
+            vec!["leak".to_string(), "fresh".to_string()]
+        );
+    }
+}

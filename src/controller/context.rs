@@ -1,0 +1,83 @@
+//! The state shared by every reconciliation: the Kubernetes client, the one event
+//! recorder, metrics, the provider clients and the operator's settings.
+
+use super::providers::ProviderClients;
+use crate::config::RunConfig;
+use crate::metrics::Metrics;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Settings the reconcilers read.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub cluster_name: String,
+    pub resync_period: Duration,
+    pub activation_timeout: Duration,
+}
+
+impl From<&RunConfig> for Settings {
+    fn from(c: &RunConfig) -> Self {
+        Self {
+            cluster_name: c.cluster_name.clone(),
+            resync_period: c.resync_period,
+            activation_timeout: c.activation_timeout,
+        }
+    }
+}
+
+/// Shared by all reconcilers of all kinds.
+pub struct Context {
+    pub client: Client,
+    /// One recorder for the process, so repeated Events aggregate into series.
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub providers: ProviderClients,
+    pub settings: Settings,
+    /// Consecutive failures per object, for the error policy's backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        instance: Option<String>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        extra_ca_pem: Option<Vec<u8>>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "dcr-operator".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            providers: ProviderClients::new(metrics.clone(), extra_ca_pem),
+            client,
+            metrics,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The time reconcilers compute with.
+    pub fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    /// Records a failure of `key` and returns how many in a row.
+    pub fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().expect("poisoned");
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn record_success(&self, key: &str) {
+        self.failures.lock().expect("poisoned").remove(key);
+    }
+}

@@ -1,0 +1,328 @@
+//! The controllers: one per kind, sharing one [`Context`].
+//!
+//! ```text
+//!   Secret (admin) --> DcrProvider --> AuthStrategy --> Application --> Secret (credentials)
+//! ```
+//! Each arrow is a watch: a change on the left re-queues the objects on the right that
+//! refer to it. `run` wires them, serves health and metrics, and stops on SIGTERM/SIGINT.
+
+pub mod application;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod provider;
+pub mod providers;
+pub mod status;
+pub mod strategy;
+
+pub use context::{Context, Settings};
+pub use error::Error;
+
+use crate::config::RunConfig;
+use crate::crd::{Application, AuthStrategy, DcrProvider};
+use crate::metrics::Metrics;
+use futures::{future, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest wait between attempts for an object that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(String),
+    #[error("cannot read --extra-ca-file {path}: {source}")]
+    ExtraCa { path: String, source: std::io::Error },
+    #[error("cannot serve on {addr}: {source}")]
+    Serve {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs every controller until a shutdown signal.
+pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    let client = kube_client(&config).await?;
+    let extra_ca = match &config.extra_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|source| RunError::ExtraCa {
+            path: path.display().to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.instance.clone(),
+        metrics.clone(),
+        Settings::from(&config),
+        extra_ca,
+    ));
+    let ready = Arc::new(AtomicBool::new(false));
+    let servers = serve(&config, metrics, ready.clone()).await?;
+    tracing::info!(cluster = %config.cluster_name, namespaces = ?config.namespaces, "dcr-operator starting");
+
+    let concurrency = controller::Config::default().concurrency(config.concurrency);
+
+    // DcrProvider, re-run when its admin Secret changes.
+    let providers = Controller::new(
+        Api::<DcrProvider>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let provider_store = providers.store();
+    let providers = providers
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                provider_store
+                    .state()
+                    .into_iter()
+                    .filter(|p| {
+                        let r = &p.spec.initial_client.client_secret_ref;
+                        r.namespace == ns && r.name == name
+                    })
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(concurrency.clone())
+        .shutdown_on_signal()
+        .run(
+            instrumented(provider::KIND, provider::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+
+    // AuthStrategy, re-run when its provider changes.
+    let strategies = Controller::new(
+        Api::<AuthStrategy>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let strategy_store = strategies.store();
+    let strategies = strategies
+        .watches(
+            Api::<DcrProvider>::all(client.clone()),
+            watcher::Config::default(),
+            move |p: DcrProvider| {
+                let name = p.name_any();
+                strategy_store
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.spec.provider_ref.name == name)
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(concurrency.clone())
+        .shutdown_on_signal()
+        .run(
+            instrumented(strategy::KIND, strategy::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+
+    // Applications (all namespaces, or one controller per listed namespace), re-run when
+    // their strategy or their Secret changes.
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let applications = future::join_all(scopes.into_iter().map(|scope| {
+        let (apps, secrets) = match &scope {
+            None => (
+                Api::<Application>::all(client.clone()),
+                Api::<Secret>::all(client.clone()),
+            ),
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+        };
+        let owned = watcher::Config::default().labels(&format!(
+            "{}={}",
+            crate::secret::LABEL_MANAGED_BY,
+            crate::secret::MANAGED_BY
+        ));
+        let apps = Controller::new(apps, watcher::Config::default());
+        let app_store = apps.store();
+        apps.owns(secrets, owned)
+            .watches(
+                Api::<AuthStrategy>::all(client.clone()),
+                watcher::Config::default(),
+                move |s: AuthStrategy| {
+                    let name = s.name_any();
+                    app_store
+                        .state()
+                        .into_iter()
+                        .filter(|a| a.spec.auth_strategy_ref.name == name)
+                        .map(|a| ObjectRef::from_obj(&*a))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .with_config(concurrency.clone())
+            .shutdown_on_signal()
+            .run(
+                instrumented(application::KIND, application::reconcile),
+                error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()))
+    }));
+
+    ready.store(true, Ordering::SeqCst);
+    tokio::join!(providers, strategies, applications);
+    servers.abort();
+    tracing::info!("dcr-operator stopped");
+    Ok(())
+}
+
+async fn kube_client(config: &RunConfig) -> Result<Client, RunError> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| RunError::Client(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| RunError::Client(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| RunError::Client(e.to_string()))?,
+    };
+    Client::try_from(kube_config).map_err(|e| RunError::Client(e.to_string()))
+}
+
+type ReconcileFuture = std::pin::Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
+
+/// Wraps a reconciler: counts the result and resets the object's backoff on success.
+fn instrumented<K, F, Fut>(
+    kind: &'static str,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFuture
+where
+    K: Resource + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |obj, ctx| {
+        let reconcile = reconcile.clone();
+        Box::pin(async move {
+            let key = object_key(kind, obj.as_ref());
+            let result = reconcile(obj, ctx.clone()).await;
+            if result.is_ok() {
+                ctx.record_success(&key);
+                ctx.metrics.reconciled(kind, Ok(()));
+            }
+            result
+        })
+    }
+}
+
+fn object_key<K: Resource>(kind: &str, obj: &K) -> String {
+    format!(
+        "{kind}/{}/{}",
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default()
+    )
+}
+
+/// The one error policy: the provider's Retry-After when it gave one, else exponential
+/// backoff per object (1 s doubling to 5 min); a Warning Event and a log line each time.
+fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    let kind = K::kind(&()).to_string();
+    let kind: &'static str = match kind.as_str() {
+        "DcrProvider" => provider::KIND,
+        "AuthStrategy" => strategy::KIND,
+        _ => application::KIND,
+    };
+    let key = object_key(kind, obj.as_ref());
+    let failures = ctx.record_failure(&key);
+    ctx.metrics.reconciled(kind, Err(error.category()));
+    let delay = error.retry_after().unwrap_or_else(|| backoff(failures));
+    tracing::warn!(
+        object = %key,
+        category = error.category(),
+        error = %error,
+        retry_in_ms = delay.as_millis() as u64,
+        "reconcile failed"
+    );
+    let note = error.to_string();
+    let reason = error.category();
+    tokio::spawn(async move {
+        events::publish(&ctx, obj.as_ref(), EventType::Warning, reason, "Reconcile", note).await;
+    });
+    Action::requeue(delay)
+}
+
+/// 1 s, 2 s, 4 s ... capped at [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+}
+
+/// Serves `/metrics` and `/healthz` + `/readyz`; returns a handle to stop them.
+async fn serve(
+    config: &RunConfig,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    use axum::{http::StatusCode, routing::get, Router};
+    let metrics_app = Router::new().route("/metrics", get(move || future::ready(metrics.encode())));
+    let health_app = Router::new()
+        .route("/healthz", get(|| future::ready("ok")))
+        .route(
+            "/readyz",
+            get(move || {
+                let ok = ready.load(Ordering::SeqCst);
+                future::ready(if ok {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                })
+            }),
+        );
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Serve { addr, source })
+    };
+    let metrics_listener = bind(config.metrics_addr).await?;
+    let health_listener = bind(config.health_addr).await?;
+    Ok(tokio::spawn(async move {
+        let a = axum::serve(metrics_listener, metrics_app);
+        let b = axum::serve(health_listener, health_app);
+        let _ = tokio::join!(a, b);
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+}

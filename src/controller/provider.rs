@@ -1,0 +1,255 @@
+//! DcrProvider: read the admin Secret, obtain a token, find the admin client's service
+//! principal. Owns the provider's `Ready` condition; a bad configuration is a condition
+//! (`Ready=False` + reason) and a slow requeue, never a hot retry loop.
+
+use super::context::Context;
+use super::error::{Error, Result};
+use super::events;
+use super::providers::ClientError;
+use super::status::apply_status;
+use crate::crd::conditions::{find_condition, set_condition, ConditionType, DesiredCondition, Reason};
+use crate::crd::provider::DcrProvider;
+use crate::crd::strategy::AuthStrategy;
+use crate::idp::azure::{GraphError, TokenError};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const KIND: &str = "DcrProvider";
+const MANAGER: &str = "dcr-operator/dcrprovider";
+/// How soon a provider that failed for a reason that may pass by itself is checked again.
+const TRANSIENT_RECHECK: Duration = Duration::from_secs(30);
+
+/// What verification found.
+struct Verification {
+    condition: DesiredCondition,
+    service_principal_id: Option<String>,
+    recheck: Option<Duration>,
+}
+
+#[tracing::instrument(skip_all, fields(kind = KIND, name = %provider.name_any()))]
+pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer(KIND);
+    let name = provider.name_any();
+    let api: Api<DcrProvider> = Api::all(ctx.client.clone());
+    if provider.metadata.deletion_timestamp.is_some() {
+        ctx.providers.forget(&name);
+        return Ok(Action::await_change());
+    }
+
+    let verification = verify(&provider, &ctx).await?;
+    let strategies = strategies_using(&ctx, &name).await?;
+
+    let now = ctx.now();
+    let old = provider.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let was =
+        find_condition(&old.conditions, ConditionType::Ready).map(|c| (c.status.clone(), c.reason.clone()));
+    let ready = verification.condition.status == crate::crd::conditions::Status::True;
+    set_condition(
+        &mut status.conditions,
+        verification.condition.clone(),
+        provider.metadata.generation,
+        now,
+    );
+    status.observed_generation = provider.metadata.generation;
+    status.auth_strategies = strategies;
+    status.active = strategies > 0;
+    if verification.service_principal_id.is_some() {
+        status.service_principal_id = verification.service_principal_id;
+    }
+    // Refreshed at most every half resync period, so the status write does not trigger
+    // a reconcile of its own.
+    let stale = old.last_verified_time.as_ref().is_none_or(|t| {
+        now.duration_since(t.0).as_secs_f64() > ctx.settings.resync_period.as_secs_f64() / 2.0
+    });
+    if ready && stale {
+        status.last_verified_time = Some(Time(now));
+    }
+    if status != old {
+        apply_status(&api, MANAGER, &name, &status).await?;
+    }
+
+    let now_is = (
+        verification.condition.status.as_str().to_string(),
+        verification.condition.reason.as_str().to_string(),
+    );
+    if was.as_ref() != Some(&now_is) {
+        let type_ = if ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        let reason = verification.condition.reason.as_str();
+        events::publish(
+            &ctx,
+            provider.as_ref(),
+            type_,
+            reason,
+            "Verify",
+            verification.condition.message.clone(),
+        )
+        .await;
+    }
+    Ok(Action::requeue(
+        verification.recheck.unwrap_or(ctx.settings.resync_period),
+    ))
+}
+
+async fn verify(provider: &DcrProvider, ctx: &Context) -> Result<Verification> {
+    let client = match ctx.providers.client_for(&ctx.client, provider).await {
+        Ok(c) => c,
+        Err(e) => return client_error(e),
+    };
+    if let Err(e) = client.verify_credentials().await {
+        return Ok(token_failure(&e));
+    }
+    match client.own_service_principal().await {
+        Ok(sp) => Ok(Verification {
+            condition: DesiredCondition::ready(format!(
+                "obtained a token for client {} and found its service principal",
+                provider.spec.initial_client.client_id
+            )),
+            service_principal_id: Some(sp.id),
+            recheck: None,
+        }),
+        Err(GraphError::Forbidden(info)) => Ok(Verification {
+            condition: DesiredCondition::not_ready(
+                Reason::InsufficientPermissions,
+                format!(
+                    "the admin client may not read its service principal ({}): grant Application.ReadWrite.OwnedBy with admin consent",
+                    info.code
+                ),
+            ),
+            service_principal_id: None,
+            recheck: Some(TRANSIENT_RECHECK),
+        }),
+        Err(GraphError::NotFound(_)) => Ok(Verification {
+            condition: DesiredCondition::not_ready(
+                Reason::ClientNotFound,
+                "the admin client has no service principal in the tenant: consent to the app in this tenant",
+            ),
+            service_principal_id: None,
+            recheck: Some(TRANSIENT_RECHECK),
+        }),
+        Err(GraphError::Token(e)) => Ok(token_failure(&e)),
+        Err(e) if e.is_transient() => Ok(Verification {
+            condition: DesiredCondition::not_ready(
+                if matches!(e, GraphError::Throttled { .. }) { Reason::Throttled } else { Reason::Unreachable },
+                e.to_string(),
+            ),
+            service_principal_id: None,
+            recheck: Some(TRANSIENT_RECHECK),
+        }),
+        Err(e) => Err(Error::VerifyProvider(e)),
+    }
+}
+
+fn client_error(e: ClientError) -> Result<Verification> {
+    let (reason, recheck) = match &e {
+        ClientError::SecretNotFound { .. } => (Reason::SecretNotFound, None),
+        ClientError::SecretKeyNotFound { .. } => (Reason::SecretKeyNotFound, None),
+        ClientError::MissingAzureSettings | ClientError::Config(_) | ClientError::Url(_) => {
+            (Reason::InvalidSpec, None)
+        }
+        ClientError::Kube { source, .. } => {
+            return Err(Error::ReadObject {
+                what: "the admin client's Secret".into(),
+                source: clone_kube(source),
+            })
+        }
+    };
+    let message = match reason {
+        Reason::SecretNotFound | Reason::SecretKeyNotFound => {
+            format!("{e}: waiting for it (the provider is checked again when the Secret changes)")
+        }
+        _ => e.to_string(),
+    };
+    Ok(Verification {
+        condition: DesiredCondition::not_ready(reason, message),
+        service_principal_id: None,
+        recheck,
+    })
+}
+
+fn clone_kube(e: &kube::Error) -> kube::Error {
+    match e {
+        kube::Error::Api(s) => kube::Error::Api(s.clone()),
+        other => kube::Error::Service(other.to_string().into()),
+    }
+}
+
+/// Maps a token failure to the condition users read.
+fn token_failure(e: &TokenError) -> Verification {
+    let (reason, transient) = match e {
+        TokenError::InvalidClientSecret(_) | TokenError::ExpiredClientSecret(_) => {
+            (Reason::InvalidClientSecret, false)
+        }
+        TokenError::AssertionRejected(_) | TokenError::AssertionUnreadable { .. } => {
+            (Reason::InvalidClientSecret, false)
+        }
+        TokenError::ClientNotFound(_) | TokenError::ServicePrincipalMissing(_) => {
+            (Reason::ClientNotFound, false)
+        }
+        TokenError::TenantNotFound(_) => (Reason::TenantNotFound, false),
+        TokenError::Throttled { .. } => (Reason::Throttled, true),
+        TokenError::Unreachable(_) => (Reason::Unreachable, true),
+        TokenError::Unexpected { .. } => (Reason::Unreachable, e.is_transient()),
+    };
+    Verification {
+        condition: DesiredCondition::not_ready(reason, format!("cannot obtain a token: {e}")),
+        service_principal_id: None,
+        // A wrong secret is fixed by editing the Secret, which triggers a reconcile.
+        recheck: Some(if transient {
+            TRANSIENT_RECHECK
+        } else {
+            Duration::from_secs(300)
+        }),
+    }
+}
+
+async fn strategies_using(ctx: &Context, provider: &str) -> Result<u32> {
+    let api: Api<AuthStrategy> = Api::all(ctx.client.clone());
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::ReadObject {
+            what: "AuthStrategies".into(),
+            source,
+        })?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|s| s.spec.provider_ref.name == provider)
+        .count() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idp::azure::AadDiagnostics;
+
+    #[test]
+    fn a_wrong_secret_is_reported_as_invalid_client_secret_and_not_retried_hot() {
+        let v = token_failure(&TokenError::InvalidClientSecret(Box::default()));
+        assert_eq!(v.condition.reason, Reason::InvalidClientSecret);
+        assert!(v.recheck.unwrap() >= Duration::from_secs(300));
+        let v = token_failure(&TokenError::TenantNotFound(Box::<AadDiagnostics>::default()));
+        assert_eq!(v.condition.reason, Reason::TenantNotFound);
+    }
+
+    #[test]
+    fn a_missing_secret_is_waited_on() {
+        let v = client_error(ClientError::SecretNotFound {
+            namespace: "dcr-system".into(),
+            name: "admin".into(),
+        })
+        .unwrap();
+        assert_eq!(v.condition.reason, Reason::SecretNotFound);
+        assert!(v.condition.message.contains("dcr-system/admin"));
+    }
+}

@@ -1,0 +1,170 @@
+//! One Graph client per DcrProvider, shared by every reconciliation that talks to it, so
+//! the token cache and the request budget are per provider. A client is rebuilt when the
+//! provider's spec (generation) or its admin Secret (resourceVersion) changes.
+
+use crate::crd::common::SecretKeyRef;
+use crate::crd::provider::{AzureCloud, DcrProvider, ProviderType};
+use crate::idp::azure::{self, ClientCredential, ConfigError, GraphClient, GraphClientConfig, RateLimit};
+use crate::metrics::Metrics;
+use crate::sensitive::SecretString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use url::Url;
+
+/// Why a provider has no client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("Secret {namespace}/{name} does not exist")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    SecretKeyNotFound {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("spec.azureAD is missing")]
+    MissingAzureSettings,
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid URL in spec.azureAD: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("cannot read Secret {namespace}/{name}: {source}")]
+    Kube {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+#[derive(PartialEq, Eq, Clone)]
+struct Fingerprint {
+    uid: String,
+    generation: i64,
+    secret_version: String,
+}
+
+/// The cache of provider clients.
+pub struct ProviderClients {
+    observer: Arc<Metrics>,
+    extra_ca_pem: Option<Vec<u8>>,
+    cache: Mutex<HashMap<String, (Fingerprint, Arc<GraphClient>)>>,
+}
+
+impl ProviderClients {
+    pub fn new(observer: Arc<Metrics>, extra_ca_pem: Option<Vec<u8>>) -> Self {
+        Self {
+            observer,
+            extra_ca_pem,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for `provider`, reading its admin Secret (one GET) to notice changes.
+    pub async fn client_for(
+        &self,
+        kube: &Client,
+        provider: &DcrProvider,
+    ) -> Result<Arc<GraphClient>, ClientError> {
+        let secret_ref = &provider.spec.initial_client.client_secret_ref;
+        let secret = read_secret(kube, secret_ref).await?;
+        let fingerprint = Fingerprint {
+            uid: provider.uid().unwrap_or_default(),
+            generation: provider.metadata.generation.unwrap_or_default(),
+            secret_version: secret.resource_version().unwrap_or_default(),
+        };
+        let name = provider.name_any();
+        if let Some((fp, client)) = self.cache.lock().expect("poisoned").get(&name) {
+            if *fp == fingerprint {
+                return Ok(client.clone());
+            }
+        }
+        let client_secret = secret_value(&secret, secret_ref)?;
+        let config = graph_config(provider, client_secret, self.extra_ca_pem.clone())?;
+        let client = Arc::new(GraphClient::with_observer(config, self.observer.clone())?);
+        self.cache
+            .lock()
+            .expect("poisoned")
+            .insert(name, (fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    /// Drops the client of a deleted provider.
+    pub fn forget(&self, provider_name: &str) {
+        self.cache.lock().expect("poisoned").remove(provider_name);
+    }
+}
+
+async fn read_secret(kube: &Client, r: &SecretKeyRef) -> Result<Secret, ClientError> {
+    let api: Api<Secret> = Api::namespaced(kube.clone(), &r.namespace);
+    match api.get_opt(&r.name).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(ClientError::SecretNotFound {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        }),
+        Err(source) => Err(ClientError::Kube {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            source,
+        }),
+    }
+}
+
+fn secret_value(secret: &Secret, r: &SecretKeyRef) -> Result<SecretString, ClientError> {
+    let missing = || ClientError::SecretKeyNotFound {
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+        key: r.key.clone(),
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .ok_or_else(missing)?;
+    let value = String::from_utf8(bytes.0.clone()).map_err(|_| missing())?;
+    let value = value.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(missing());
+    }
+    Ok(SecretString::new(value))
+}
+
+/// The Graph client configuration a DcrProvider describes.
+pub fn graph_config(
+    provider: &DcrProvider,
+    client_secret: SecretString,
+    extra_ca_pem: Option<Vec<u8>>,
+) -> Result<GraphClientConfig, ClientError> {
+    match provider.spec.type_ {
+        ProviderType::AzureAD => {}
+    }
+    let azure = provider
+        .spec
+        .azure_ad
+        .as_ref()
+        .ok_or(ClientError::MissingAzureSettings)?;
+    let mut config = GraphClientConfig::new(
+        azure.tenant_id.clone(),
+        provider.spec.initial_client.client_id.clone(),
+        ClientCredential::Secret(client_secret),
+    );
+    config.cloud = match azure.cloud {
+        AzureCloud::AzurePublic => azure::AzureCloud::AzurePublic,
+        AzureCloud::AzureUSGovernment => azure::AzureCloud::AzureUSGovernment,
+        AzureCloud::AzureChina => azure::AzureCloud::AzureChina,
+    };
+    config.authority_host = azure.authority_host.as_deref().map(Url::parse).transpose()?;
+    config.graph_endpoint = azure.graph_endpoint.as_deref().map(Url::parse).transpose()?;
+    config.extra_ca_pem = extra_ca_pem;
+    if let Some(budget) = &provider.spec.request_budget {
+        config.rate_limit = RateLimit {
+            qps: f64::from(budget.qps),
+            burst: budget.burst,
+        };
+    }
+    config.validate()?;
+    Ok(config)
+}

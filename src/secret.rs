@@ -1,0 +1,300 @@
+//! The credential Secret: what an app team mounts, and the operator's durable record of
+//! which provider-side keys are live.
+//!
+//! Data keys: `client_id`, `client_secret`, `tenant_id`, `issuer`, `token_url` (v2),
+//! `token_url_v1`, `scope`, `auth_methods`. Annotations record the current key (id, issue
+//! and expiry time, when it was proven to work) and the superseded keys awaiting
+//! revocation, so a lost status can be rebuilt from the Secret and no live key is revoked by
+//! mistake. A SHA-256 digest of `client_secret` reveals a hand edit of the value.
+
+use crate::crd::application::Application;
+use crate::sensitive::SecretString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::ByteString;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "dcr-operator";
+pub const LABEL_APPLICATION: &str = "dcr-operator.io/application";
+const ANNOTATION_CREDENTIAL: &str = "dcr-operator.io/credential";
+const ANNOTATION_DIGEST: &str = "dcr-operator.io/client-secret-sha256";
+
+pub const KEY_CLIENT_ID: &str = "client_id";
+pub const KEY_CLIENT_SECRET: &str = "client_secret";
+
+/// Non-secret connection details delivered next to the secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionDetails {
+    pub client_id: String,
+    pub tenant_id: String,
+    pub issuer: String,
+    pub token_url: String,
+    pub token_url_v1: String,
+    pub scope: String,
+    pub auth_methods: String,
+}
+
+impl ConnectionDetails {
+    fn entries(&self) -> [(&'static str, &str); 7] {
+        [
+            (KEY_CLIENT_ID, &self.client_id),
+            ("tenant_id", &self.tenant_id),
+            ("issuer", &self.issuer),
+            ("token_url", &self.token_url),
+            ("token_url_v1", &self.token_url_v1),
+            ("scope", &self.scope),
+            ("auth_methods", &self.auth_methods),
+        ]
+    }
+}
+
+/// The credential bookkeeping stored on the Secret (never a secret value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialRecord {
+    pub key_id: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// When a token was obtained with this secret; revocation of older keys waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<Timestamp>,
+    /// Superseded keys still valid at the provider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<PreviousKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousKey {
+    pub key_id: String,
+    pub revoke_after: Timestamp,
+}
+
+/// What the operator reads back from an existing Secret.
+#[derive(Clone, Debug)]
+pub struct StoredCredential {
+    pub record: Option<CredentialRecord>,
+    pub client_secret: Option<SecretString>,
+    /// The value no longer matches the digest recorded when it was written.
+    pub tampered: bool,
+    /// Connection details differ from what they should be.
+    pub details_stale: bool,
+}
+
+/// Whether `secret` is controlled by `app` (controller owner reference with its UID).
+pub fn is_owned_by(secret: &Secret, app: &Application) -> bool {
+    let uid = app.uid();
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref() && o.kind == "Application")
+}
+
+/// Reads the credential state from an owned Secret.
+pub fn read(secret: &Secret, expected: &ConnectionDetails) -> StoredCredential {
+    let data = secret.data.clone().unwrap_or_default();
+    let value = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
+    let client_secret = value(KEY_CLIENT_SECRET)
+        .filter(|s| !s.is_empty())
+        .map(SecretString::new);
+    let annotations = secret.annotations();
+    let record = annotations
+        .get(ANNOTATION_CREDENTIAL)
+        .and_then(|a| serde_json::from_str(a).ok());
+    let tampered = match (&client_secret, annotations.get(ANNOTATION_DIGEST)) {
+        (Some(s), Some(d)) => digest(s) != *d,
+        (None, _) => false,
+        (Some(_), None) => true,
+    };
+    let details_stale = expected
+        .entries()
+        .iter()
+        .any(|(k, v)| value(k).as_deref() != Some(*v));
+    StoredCredential {
+        record,
+        client_secret,
+        tampered,
+        details_stale,
+    }
+}
+
+/// Builds the whole Secret `name` for `app`.
+pub fn render(
+    app: &Application,
+    name: &str,
+    details: &ConnectionDetails,
+    client_secret: &SecretString,
+    record: &CredentialRecord,
+) -> Secret {
+    let template = app.spec.secret.template.clone().unwrap_or_default();
+    let mut labels = template.labels.clone();
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+    labels.insert(LABEL_APPLICATION.into(), app.name_any());
+    let mut annotations = template.annotations.clone();
+    annotations.insert(
+        ANNOTATION_CREDENTIAL.into(),
+        serde_json::to_string(record).expect("serializable"),
+    );
+    annotations.insert(ANNOTATION_DIGEST.into(), digest(client_secret));
+
+    let mut data: BTreeMap<String, ByteString> = details
+        .entries()
+        .iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+    data.insert(
+        KEY_CLIENT_SECRET.into(),
+        ByteString(client_secret.expose().as_bytes().to_vec()),
+    );
+
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: app.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: app.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// Hex SHA-256 of the secret: detects hand edits without storing the value twice.
+fn digest(secret: &SecretString) -> String {
+    let hash = Sha256::digest(secret.expose().as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::application::ApplicationSpec;
+
+    fn app() -> Application {
+        let mut app = Application::new(
+            "orders",
+            serde_json::from_value::<ApplicationSpec>(serde_json::json!({"authStrategyRef": {"name": "s"}}))
+                .unwrap(),
+        );
+        app.metadata.namespace = Some("team".into());
+        app.metadata.uid = Some("uid-1".into());
+        app
+    }
+
+    fn details() -> ConnectionDetails {
+        ConnectionDetails {
+            client_id: "cid".into(),
+            tenant_id: "tid".into(),
+            issuer: "https://sts.windows.net/tid/".into(),
+            token_url: "https://login/tid/oauth2/v2.0/token".into(),
+            token_url_v1: "https://login/tid/oauth2/token".into(),
+            scope: "api://x/.default".into(),
+            auth_methods: "client_credentials".into(),
+        }
+    }
+
+    fn record() -> CredentialRecord {
+        CredentialRecord {
+            key_id: "k1".into(),
+            issued_at: Timestamp::from_second(1_700_000_000).unwrap(),
+            expires_at: Timestamp::from_second(1_710_000_000).unwrap(),
+            verified_at: None,
+            previous: vec![PreviousKey {
+                key_id: "k0".into(),
+                revoke_after: Timestamp::from_second(1_700_003_600).unwrap(),
+            }],
+        }
+    }
+
+    #[test]
+    fn rendered_secret_is_owned_labelled_and_round_trips_its_record() {
+        let app = app();
+        let s = render(
+            &app,
+            "orders-credentials",
+            &details(),
+            &SecretString::new("s3cr3t-value"),
+            &record(),
+        );
+        assert!(is_owned_by(&s, &app));
+        assert_eq!(s.labels()[LABEL_MANAGED_BY], "dcr-operator");
+        let stored = read(&s, &details());
+        assert_eq!(stored.record, Some(record()));
+        assert_eq!(stored.client_secret.unwrap().expose(), "s3cr3t-value");
+        assert!(!stored.tampered && !stored.details_stale);
+        for key in [
+            "client_id",
+            "client_secret",
+            "tenant_id",
+            "issuer",
+            "token_url",
+            "token_url_v1",
+            "scope",
+            "auth_methods",
+        ] {
+            assert!(s.data.as_ref().unwrap().contains_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_secret_value_appears_only_in_data() {
+        let s = render(
+            &app(),
+            "n",
+            &details(),
+            &SecretString::new("s3cr3t-value"),
+            &record(),
+        );
+        let mut without_data = s.clone();
+        without_data.data = None;
+        assert!(!serde_json::to_string(&without_data)
+            .unwrap()
+            .contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn hand_edits_are_detected() {
+        let app = app();
+        let mut s = render(
+            &app,
+            "n",
+            &details(),
+            &SecretString::new("s3cr3t-value"),
+            &record(),
+        );
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_CLIENT_SECRET.into(), ByteString(b"edited".to_vec()));
+        assert!(read(&s, &details()).tampered);
+        let mut s = render(
+            &app,
+            "n",
+            &details(),
+            &SecretString::new("s3cr3t-value"),
+            &record(),
+        );
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert("token_url".into(), ByteString(b"https://evil".to_vec()));
+        let stored = read(&s, &details());
+        assert!(stored.details_stale && !stored.tampered);
+    }
+
+    #[test]
+    fn a_secret_of_another_application_is_not_owned() {
+        let s = render(&app(), "n", &details(), &SecretString::new("v"), &record());
+        let mut other = app();
+        other.metadata.uid = Some("uid-2".into());
+        assert!(!is_owned_by(&s, &other));
+    }
+}
