@@ -46,7 +46,9 @@ pub struct EmulatorConfig {
     /// Emulated seconds per real second. 1 = real time; 60 makes an hour pass in a minute;
     /// 0 freezes time so only [`GraphEmulator::advance_clock`](super::GraphEmulator::advance_clock)
     /// moves it. Token expiry, password validity, replication lag, activation delay and the
-    /// throttling windows all run on this clock. `Retry-After` is converted to real seconds.
+    /// throttling windows all run on this clock. `Retry-After` from the throttling buckets is
+    /// converted to real seconds (at speed 0 it is reported in emulated seconds: advance the
+    /// clock by that much).
     pub clock_speed: f64,
     /// The documented throttling token buckets (contract §2.2).
     pub throttling: ThrottleConfig,
@@ -289,7 +291,8 @@ pub struct FaultConfig {
     #[serde(with = "opt_secs")]
     pub error_retry_after: Option<Duration>,
     /// Fraction of requests whose connection is dropped without a response. The request
-    /// is not processed.
+    /// is not processed. Over HTTP/1.1 the client sees the connection close with no
+    /// response ("empty reply"); over HTTP/2 the stream is reset.
     pub drop_rate: f64,
     /// Drop the next N requests.
     pub drop_next: u32,
