@@ -14,7 +14,7 @@ use url::Url;
 use crate::sensitive::SecretString;
 
 use super::config::{ClientCredential, GraphClientConfig};
-use super::error::{graph_error_for, parse_error_info, ConfigError, GraphError, TokenError};
+use super::error::{graph_error_for, parse_error_info, ConfigError, GraphError, GraphErrorInfo, TokenError};
 use super::models::{
     AddPasswordBody, AddPasswordRequest, Application, ApplicationPatch, CreateServicePrincipalBody,
     DeltaCursor, DeltaItem, DeltaRound, EnsuredApplication, IssuedPasswordWire, Page, RemovePasswordBody,
@@ -26,7 +26,7 @@ use super::retry::{
     parse_retry_after, random_jitter, CallClass, Decision, Freshness, Idempotency, Outcome, RetryPolicy,
     StopReason,
 };
-use super::token::{reason_name, transport_message, TokenCache, TokenEndpoint};
+use super::token::{reason_name, transport_message, AccessToken, TokenCache, TokenEndpoint};
 
 type Bytes = Vec<u8>;
 
@@ -318,14 +318,23 @@ impl GraphClient {
     }
 
     /// `GET /applications?$filter=tags/any(t:t eq '{tag}')`, following `@odata.nextLink` to the
-    /// end (works without advanced-query headers, contract §3.6).
+    /// end (works without advanced-query headers, contract §3.6). Pages of 999, the maximum.
     pub async fn list_applications_by_tag(&self, tag: &str) -> Result<Vec<Application>, GraphError> {
+        self.list_applications_by_tag_paged(tag, 999).await
+    }
+
+    /// [`GraphClient::list_applications_by_tag`] with pages of `page_size` (1..=999) objects.
+    pub async fn list_applications_by_tag_paged(
+        &self,
+        tag: &str,
+        page_size: u16,
+    ) -> Result<Vec<Application>, GraphError> {
         let mut url = self.url(&["applications"]);
         set_query(
             &mut url,
             &[
                 ("$filter", &format!("tags/any(t:t eq {})", odata_string(tag))),
-                ("$top", "999"),
+                ("$top", &page_size.clamp(1, 999).to_string()),
             ],
         );
         self.collect_pages("application.list", url).await
@@ -602,17 +611,19 @@ impl GraphClient {
         }
     }
 
-    /// Sends `call` until it succeeds or the retry policy stops, inside one span.
+    /// Sends `call` until it succeeds or the retry policy stops, inside one `graph.request`
+    /// span (op, method, path; attempts, final status and request-id recorded at the end),
+    /// with one `graph.attempt` child span per HTTP exchange (attempt number, the fresh
+    /// `client-request-id`, status, `request-id`).
     async fn execute(&self, call: Call<'_>) -> Result<Answer, GraphError> {
         let span = tracing::info_span!(
             "graph.request",
             op = call.op,
             method = %call.method,
             path = %call.url.path(),
+            attempts = field::Empty,
             status = field::Empty,
-            attempt = field::Empty,
             request_id = field::Empty,
-            client_request_id = field::Empty,
         );
         self.execute_inner(call).instrument(span).await
     }
@@ -625,7 +636,6 @@ impl GraphClient {
         let mut token_refreshed = false;
         loop {
             attempt += 1;
-            span.record("attempt", attempt);
 
             let waited = inner.limiter.acquire().await;
             if !waited.is_zero() {
@@ -635,167 +645,68 @@ impl GraphClient {
             let token = inner.tokens.get().await?;
 
             let client_request_id = uuid::Uuid::new_v4().to_string();
-            span.record("client_request_id", client_request_id.as_str());
-            let mut headers = HeaderMap::new();
-            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-            let mut auth =
-                HeaderValue::from_str(&format!("Bearer {}", token.token.expose())).map_err(|_| {
-                    GraphError::Token(TokenError::unexpected(
-                        200,
-                        "token is not a valid header value",
-                        "",
-                    ))
-                })?;
-            auth.set_sensitive(true);
-            headers.insert(AUTHORIZATION, auth);
-            headers.insert(
-                "client-request-id",
-                HeaderValue::from_str(&client_request_id).expect("uuid"),
-            );
-            headers.insert("return-client-request-id", HeaderValue::from_static("true"));
-            if let Some(prefer) = call.prefer {
-                headers.insert("Prefer", HeaderValue::from_str(prefer).expect("static prefer"));
-            }
-            let mut req = inner
-                .http
-                .request(call.method.clone(), call.url.clone())
-                .headers(headers);
-            if let Some(body) = &call.body {
-                req = req.header(CONTENT_TYPE, "application/json").body(body.clone());
-            } else if matches!(call.method, Method::POST | Method::PATCH) {
-                req = req.header(reqwest::header::CONTENT_LENGTH, "0");
-            }
-
-            let sent = req.send().await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    let connect = e.is_connect();
-                    let kind = if connect { "connect" } else { "interrupted" };
-                    inner.observer.on_transport_error(call.op, kind);
-                    let outcome = if connect {
-                        Outcome::ConnectFailed
-                    } else {
-                        Outcome::Interrupted
-                    };
-                    let message = transport_message(&e);
-                    debug!(attempt, kind, error = %message, "graph request failed");
-                    match inner.policy.decide(
-                        call.class,
-                        &outcome,
-                        attempt,
-                        start.elapsed(),
-                        token_refreshed,
-                        random_jitter(),
-                    ) {
-                        Decision::Retry { delay, reason } => {
-                            inner.observer.on_retry(call.op, reason_name(reason), delay);
-                            debug!(?delay, ?reason, "retrying");
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        _ => {
-                            return Err(GraphError::Transport {
-                                op: call.op,
-                                message,
-                                outcome_unknown: !connect,
-                            })
-                        }
-                    }
-                }
-            };
-
-            let status = resp.status().as_u16();
-            inner.observer.on_response(call.op, status);
-            span.record("status", status);
-            let request_id = header_str(resp.headers(), "request-id");
-            if let Some(r) = &request_id {
-                span.record("request_id", r.as_str());
-            }
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-            let received_at = Instant::now();
-            let body = match resp.bytes().await {
-                Ok(b) => b.to_vec(),
-                Err(e) => {
-                    // The status line arrived, so the server processed the request; only an
-                    // idempotent call may be repeated.
-                    let message = transport_message(&e);
-                    debug!(attempt, status, error = %message, "reading the answer failed");
-                    if (200..300).contains(&status) && call.class.idempotency == Idempotency::NonIdempotent {
-                        return Err(GraphError::Transport {
-                            op: call.op,
-                            message,
-                            outcome_unknown: true,
-                        });
-                    }
-                    match inner.policy.decide(
-                        call.class,
-                        &Outcome::Interrupted,
-                        attempt,
-                        start.elapsed(),
-                        token_refreshed,
-                        random_jitter(),
-                    ) {
-                        Decision::Retry { delay, reason } => {
-                            inner.observer.on_retry(call.op, reason_name(reason), delay);
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        _ => {
-                            return Err(GraphError::Transport {
-                                op: call.op,
-                                message,
-                                outcome_unknown: true,
-                            })
-                        }
-                    }
-                }
-            };
-            debug!(
+            let attempt_span = tracing::debug_span!(
+                "graph.attempt",
                 attempt,
-                status,
-                request_id = request_id.as_deref().unwrap_or(""),
-                "graph response"
+                client_request_id = client_request_id.as_str(),
+                status = field::Empty,
+                request_id = field::Empty,
             );
+            let sent = self
+                .send_once(&call, &token, &client_request_id)
+                .instrument(attempt_span)
+                .await?;
 
-            if (200..300).contains(&status) {
-                return Ok(Answer { status, body });
-            }
-
-            let info = parse_error_info(
-                call.op,
-                status,
-                &body,
-                request_id,
-                Some(client_request_id.clone()),
-            );
-            let throttled = status == 429 || (status == 503 && retry_after.is_some());
-            if throttled {
-                inner.observer.on_throttle(call.op, retry_after);
-                if let Some(ra) = retry_after {
-                    // Hold every call of this client, not only this one.
-                    inner.limiter.pause_until(received_at + ra);
-                }
-                info!(
+            let failure = match sent {
+                Sent::Answer {
                     status,
-                    retry_after = ?retry_after,
-                    request_id = info.request_id.as_deref().unwrap_or(""),
-                    "graph throttled the request"
-                );
-            }
-            let outcome = Outcome::Response {
-                status,
-                retry_after,
-                detail_code: info.detail_code.as_deref(),
-                message: &info.message,
+                    body,
+                    request_id,
+                    retry_after,
+                    received_at,
+                } => {
+                    if (200..300).contains(&status) {
+                        // Recorded once, at the end, so the span shows the final answer.
+                        span.record("attempts", attempt);
+                        span.record("status", status);
+                        if let Some(r) = &request_id {
+                            span.record("request_id", r.as_str());
+                        }
+                        return Ok(Answer { status, body });
+                    }
+                    let info = parse_error_info(
+                        call.op,
+                        status,
+                        &body,
+                        request_id,
+                        Some(client_request_id.clone()),
+                    );
+                    if status == 429 || (status == 503 && retry_after.is_some()) {
+                        inner.observer.on_throttle(call.op, retry_after);
+                        if let Some(ra) = retry_after {
+                            // Hold every call of this client, not only this one.
+                            inner.limiter.pause_until(received_at + ra);
+                        }
+                        info!(
+                            attempt,
+                            status,
+                            retry_after = ?retry_after,
+                            request_id = info.request_id.as_deref().unwrap_or(""),
+                            "graph throttled the request"
+                        );
+                    }
+                    Failure::Graph {
+                        info,
+                        retry_after,
+                        received_at,
+                    }
+                }
+                Sent::Transport { connect, message } => Failure::Transport { connect, message },
             };
+
             match inner.policy.decide(
                 call.class,
-                &outcome,
+                &failure.outcome(),
                 attempt,
                 start.elapsed(),
                 token_refreshed,
@@ -804,32 +715,195 @@ impl GraphClient {
                 Decision::Retry { delay, reason } => {
                     inner.observer.on_retry(call.op, reason_name(reason), delay);
                     debug!(
+                        attempt,
                         ?delay,
                         ?reason,
-                        code = info.code.as_str(),
+                        code = failure.code(),
                         "retrying graph request"
                     );
-                    tokio::time::sleep_until((received_at + delay).into()).await;
+                    // Waits are measured from the moment the answer arrived.
+                    tokio::time::sleep_until((failure.at() + delay).into()).await;
                 }
                 Decision::RefreshTokenAndRetry => {
                     inner
                         .observer
                         .on_retry(call.op, "TokenRefresh", std::time::Duration::ZERO);
-                    debug!(code = info.code.as_str(), "token rejected; refreshing once");
+                    debug!(attempt, "token rejected; refreshing once");
                     inner.tokens.invalidate(token.generation).await;
                     token_refreshed = true;
                 }
                 Decision::Stop(reason) => {
-                    debug!(?reason, code = info.code.as_str(), "graph request failed");
-                    return Err(graph_error_for(
-                        info,
-                        retry_after,
-                        reason == StopReason::OutcomeUnknown,
-                    ));
+                    span.record("attempts", attempt);
+                    if let Failure::Graph { info, .. } = &failure {
+                        span.record("status", info.status);
+                        if let Some(r) = &info.request_id {
+                            span.record("request_id", r.as_str());
+                        }
+                    }
+                    debug!(attempt, ?reason, code = failure.code(), "graph request failed");
+                    return Err(failure.into_error(call.op, reason == StopReason::OutcomeUnknown));
                 }
             }
         }
     }
+
+    /// One HTTP exchange: sends the request and reads the whole answer.
+    async fn send_once(
+        &self,
+        call: &Call<'_>,
+        token: &AccessToken,
+        client_request_id: &str,
+    ) -> Result<Sent, GraphError> {
+        let inner = &*self.inner;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.token.expose())).map_err(|_| {
+            GraphError::Token(TokenError::unexpected(
+                200,
+                "token is not a valid header value",
+                "",
+            ))
+        })?;
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert(
+            "client-request-id",
+            HeaderValue::from_str(client_request_id).expect("a uuid is a header value"),
+        );
+        headers.insert("return-client-request-id", HeaderValue::from_static("true"));
+        if let Some(prefer) = call.prefer {
+            headers.insert("Prefer", HeaderValue::from_str(prefer).expect("static prefer"));
+        }
+        let mut req = inner
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .headers(headers);
+        if let Some(body) = &call.body {
+            req = req.header(CONTENT_TYPE, "application/json").body(body.clone());
+        } else if matches!(call.method, Method::POST | Method::PATCH) {
+            req = req.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
+
+        let span = tracing::Span::current();
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let connect = e.is_connect();
+                let kind = if connect { "connect" } else { "interrupted" };
+                inner.observer.on_transport_error(call.op, kind);
+                let message = transport_message(&e);
+                debug!(kind, error = %message, "graph request failed without an answer");
+                return Ok(Sent::Transport { connect, message });
+            }
+        };
+        let status = resp.status().as_u16();
+        inner.observer.on_response(call.op, status);
+        span.record("status", status);
+        let request_id = header_str(resp.headers(), "request-id");
+        if let Some(r) = &request_id {
+            span.record("request_id", r.as_str());
+        }
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let received_at = Instant::now();
+        match resp.bytes().await {
+            Ok(b) => {
+                debug!(status, "graph answered");
+                Ok(Sent::Answer {
+                    status,
+                    body: b.to_vec(),
+                    request_id,
+                    retry_after,
+                    received_at,
+                })
+            }
+            Err(e) => {
+                // The status line arrived, so the server processed the request: this counts
+                // as interrupted (only idempotent calls are repeated).
+                inner.observer.on_transport_error(call.op, "interrupted");
+                let message = transport_message(&e);
+                debug!(status, error = %message, "reading the answer failed");
+                Ok(Sent::Transport {
+                    connect: false,
+                    message,
+                })
+            }
+        }
+    }
+}
+
+/// A failed attempt, as the retry policy and the caller see it.
+enum Failure {
+    /// Graph answered with an error status.
+    Graph {
+        info: GraphErrorInfo,
+        retry_after: Option<std::time::Duration>,
+        received_at: Instant,
+    },
+    /// No (complete) answer.
+    Transport { connect: bool, message: String },
+}
+
+impl Failure {
+    fn outcome(&self) -> Outcome<'_> {
+        match self {
+            Failure::Graph {
+                info, retry_after, ..
+            } => Outcome::Response {
+                status: info.status,
+                retry_after: *retry_after,
+                detail_code: info.detail_code.as_deref(),
+                message: &info.message,
+            },
+            Failure::Transport { connect: true, .. } => Outcome::ConnectFailed,
+            Failure::Transport { connect: false, .. } => Outcome::Interrupted,
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            Failure::Graph { info, .. } => &info.code,
+            Failure::Transport { .. } => "",
+        }
+    }
+
+    /// When the failure was observed (for transport errors: now).
+    fn at(&self) -> Instant {
+        match self {
+            Failure::Graph { received_at, .. } => *received_at,
+            Failure::Transport { .. } => Instant::now(),
+        }
+    }
+
+    fn into_error(self, op: &'static str, outcome_unknown: bool) -> GraphError {
+        match self {
+            Failure::Graph {
+                info, retry_after, ..
+            } => graph_error_for(info, retry_after, outcome_unknown),
+            Failure::Transport { connect, message } => GraphError::Transport {
+                op,
+                message,
+                outcome_unknown: !connect,
+            },
+        }
+    }
+}
+
+/// What one HTTP exchange produced.
+enum Sent {
+    /// A complete answer (any status).
+    Answer {
+        status: u16,
+        body: Bytes,
+        request_id: Option<String>,
+        retry_after: Option<std::time::Duration>,
+        received_at: Instant,
+    },
+    /// No (complete) answer.
+    Transport { connect: bool, message: String },
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -506,7 +506,7 @@ pub(crate) fn graph_error_for(
         404 => GraphError::NotFound(info),
         409 => GraphError::Conflict(info),
         429 => GraphError::Throttled { retry_after, info },
-        503 if retry_after.is_some() => GraphError::Throttled { retry_after, info },
+        503 if retry_after.is_some() && !outcome_unknown => GraphError::Throttled { retry_after, info },
         500..=599 => GraphError::Unavailable {
             info,
             outcome_unknown,

@@ -111,10 +111,6 @@ impl TokenEndpoint {
             "entra.token",
             op = "token",
             client_id = %client_id,
-            status = field::Empty,
-            attempt = field::Empty,
-            trace_id = field::Empty,
-            correlation_id = field::Empty,
         );
         self.request_inner(client_id, credential).instrument(span).await
     }
@@ -128,19 +124,92 @@ impl TokenEndpoint {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            tracing::Span::current().record("attempt", attempt);
-            // The assertion file is re-read for every request (the kubelet rotates it).
-            let (secret_field, secret_value) = match credential {
-                ClientCredential::Secret(s) => ("client_secret", s.clone()),
-                ClientCredential::AssertionFile(path) => {
-                    // A small local file: a blocking read is fine here.
-                    let jwt = std::fs::read_to_string(path).map_err(|e| TokenError::AssertionUnreadable {
-                        path: path.display().to_string(),
-                        message: e.kind().to_string(),
-                    })?;
-                    ("client_assertion", SecretString::new(jwt.trim().to_string()))
+            let attempt_span = tracing::debug_span!(
+                "entra.token.attempt",
+                attempt,
+                status = field::Empty,
+                trace_id = field::Empty,
+                correlation_id = field::Empty,
+            );
+            let (err, outcome_status, retry_after) = match self
+                .attempt(client_id, credential)
+                .instrument(attempt_span)
+                .await?
+            {
+                AttemptResult::Token(token, expires_in) => return Ok((token, expires_in)),
+                AttemptResult::Transport { error, connect } => {
+                    let kind = if connect { "connect" } else { "interrupted" };
+                    self.observer.on_transport_error("token", kind);
+                    (error, None, None)
                 }
+                AttemptResult::Failed {
+                    error,
+                    status,
+                    retry_after,
+                } => (error, Some(status), retry_after),
             };
+
+            // Throttling, server errors and transport failures are retried; a 4xx (wrong
+            // secret, unknown client or tenant) does not get better by repeating it now.
+            let decision = match outcome_status {
+                None => self.policy.decide(
+                    CallClass::idempotent(),
+                    &Outcome::Interrupted,
+                    attempt,
+                    start.elapsed(),
+                    false,
+                    random_jitter(),
+                ),
+                Some(status) if status == 429 || status >= 500 => self.policy.decide(
+                    CallClass::idempotent(),
+                    &Outcome::Response {
+                        status,
+                        retry_after,
+                        detail_code: None,
+                        message: "",
+                    },
+                    attempt,
+                    start.elapsed(),
+                    false,
+                    random_jitter(),
+                ),
+                Some(_) => Decision::Stop(super::retry::StopReason::NotRetryable),
+            };
+            match decision {
+                Decision::Retry { delay, reason } => {
+                    debug!(attempt, ?delay, ?reason, error = %err, "token request failed; retrying");
+                    self.observer.on_retry("token", reason_name(reason), delay);
+                    tokio::time::sleep(delay).await;
+                }
+                _ => {
+                    debug!(attempt, reason = err.reason(), error = %err, "token request failed");
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// One POST to the token endpoint. `Err` only for failures that no retry can fix locally
+    /// (unreadable assertion file, unparseable success answer).
+    async fn attempt(
+        &self,
+        client_id: &str,
+        credential: &ClientCredential,
+    ) -> Result<AttemptResult, TokenError> {
+        // The assertion file is re-read for every request (the kubelet rotates it).
+        let (secret_field, secret_value) = match credential {
+            ClientCredential::Secret(s) => ("client_secret", s.clone()),
+            ClientCredential::AssertionFile(path) => {
+                // A small local file: a blocking read is fine here.
+                let jwt = std::fs::read_to_string(path).map_err(|e| TokenError::AssertionUnreadable {
+                    path: path.display().to_string(),
+                    message: e.kind().to_string(),
+                })?;
+                ("client_assertion", SecretString::new(jwt.trim().to_string()))
+            }
+        };
+        // Scoped: the serializer is not Send and must not live across the await below.
+        let body = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "client_credentials")
                 .append_pair("client_id", client_id)
@@ -149,141 +218,101 @@ impl TokenEndpoint {
                 form.append_pair("client_assertion_type", JWT_BEARER);
             }
             form.append_pair(secret_field, secret_value.expose());
-            let body = SecretString::new(form.finish());
+            SecretString::new(form.finish())
+        };
 
-            let sent_at = Instant::now();
-            let result = self
-                .http
-                .post(self.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .header(reqwest::header::ACCEPT, "application/json")
-                .body(body.expose().to_string())
-                .send()
-                .await;
-            drop(body);
-
-            let (outcome_status, retry_after, failure) = match result {
-                Err(e) => {
-                    let connect = e.is_connect();
-                    self.observer
-                        .on_transport_error("token", if connect { "connect" } else { "interrupted" });
-                    let outcome = if connect {
-                        Outcome::ConnectFailed
-                    } else {
-                        Outcome::Interrupted
-                    };
-                    let err = TokenError::Unreachable(transport_message(&e));
-                    match self.policy.decide(
-                        CallClass::idempotent(),
-                        &outcome,
-                        attempt,
-                        start.elapsed(),
-                        false,
-                        random_jitter(),
-                    ) {
-                        Decision::Retry { delay, reason } => {
-                            debug!(attempt, ?delay, ?reason, error = %err, "token request failed; retrying");
-                            self.observer.on_retry("token", reason_name(reason), delay);
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        _ => return Err(err),
-                    }
-                }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    self.observer.on_response("token", status);
-                    tracing::Span::current().record("status", status);
-                    let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| super::retry::parse_retry_after(v, chrono::Utc::now()));
-                    let bytes = match resp.bytes().await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            if attempt < self.policy.config().max_attempts {
-                                continue;
-                            }
-                            return Err(TokenError::Unreachable(transport_message(&e)));
-                        }
-                    };
-                    if status == 200 {
-                        let parsed: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
-                            TokenError::unexpected(status, "unparseable token response", e.classify_name())
-                        })?;
-                        if let Some(tt) = &parsed.token_type {
-                            if !tt.eq_ignore_ascii_case("bearer") {
-                                return Err(TokenError::unexpected(
-                                    status,
-                                    format!("unsupported token_type {tt:?}"),
-                                    "",
-                                ));
-                            }
-                        }
-                        debug!(expires_in = parsed.expires_in, "token acquired");
-                        let _ = sent_at;
-                        return Ok((
-                            SecretString::new(parsed.access_token),
-                            Duration::from_secs(parsed.expires_in),
-                        ));
-                    }
-                    let body: TokenErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-                    let diag = AadDiagnostics::from_body(body, Some(secret_value.expose()));
-                    if let Some(t) = &diag.trace_id {
-                        tracing::Span::current().record("trace_id", t.as_str());
-                    }
-                    if let Some(c) = &diag.correlation_id {
-                        tracing::Span::current().record("correlation_id", c.as_str());
-                    }
-                    let err = if status == 429 {
-                        self.observer.on_throttle("token", retry_after);
-                        TokenError::Throttled { retry_after }
-                    } else if status >= 500 {
-                        TokenError::Unexpected {
-                            status,
-                            diagnostics: Box::new(diag),
-                        }
-                    } else {
-                        classify_token_error(status, diag)
-                    };
-                    (status, retry_after, err)
-                }
-            };
-
-            // Only throttling and server errors are retried: a 4xx from the token endpoint
-            // (wrong secret, unknown client/tenant) does not get better by repeating it now.
-            let outcome = Outcome::Response {
-                status: outcome_status,
-                retry_after,
-                detail_code: None,
-                message: "",
-            };
-            let decision = if outcome_status == 429 || outcome_status >= 500 {
-                self.policy.decide(
-                    CallClass::idempotent(),
-                    &outcome,
-                    attempt,
-                    start.elapsed(),
-                    false,
-                    random_jitter(),
-                )
-            } else {
-                Decision::Stop(super::retry::StopReason::NotRetryable)
-            };
-            match decision {
-                Decision::Retry { delay, reason } => {
-                    debug!(attempt, ?delay, ?reason, error = %failure, "token request failed; retrying");
-                    self.observer.on_retry("token", reason_name(reason), delay);
-                    tokio::time::sleep(delay).await;
-                }
-                _ => {
-                    debug!(attempt, reason = failure.reason(), error = %failure, "token request failed");
-                    return Err(failure);
+        let result = self
+            .http
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body.expose().to_string())
+            .send()
+            .await;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(AttemptResult::Transport {
+                    error: TokenError::Unreachable(transport_message(&e)),
+                    connect: e.is_connect(),
+                })
+            }
+        };
+        let status = resp.status().as_u16();
+        self.observer.on_response("token", status);
+        tracing::Span::current().record("status", status);
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| super::retry::parse_retry_after(v, chrono::Utc::now()));
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Ok(AttemptResult::Transport {
+                    error: TokenError::Unreachable(transport_message(&e)),
+                    connect: false,
+                })
+            }
+        };
+        if status == 200 {
+            let parsed: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
+                TokenError::unexpected(status, "unparseable token response", e.classify_name())
+            })?;
+            if let Some(tt) = &parsed.token_type {
+                if !tt.eq_ignore_ascii_case("bearer") {
+                    return Err(TokenError::unexpected(
+                        status,
+                        format!("unsupported token_type {tt:?}"),
+                        "",
+                    ));
                 }
             }
+            debug!(expires_in = parsed.expires_in, "token acquired");
+            return Ok(AttemptResult::Token(
+                SecretString::new(parsed.access_token),
+                Duration::from_secs(parsed.expires_in),
+            ));
         }
+        let body: TokenErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+        let diag = AadDiagnostics::from_body(body, Some(secret_value.expose()));
+        if let Some(t) = &diag.trace_id {
+            tracing::Span::current().record("trace_id", t.as_str());
+        }
+        if let Some(c) = &diag.correlation_id {
+            tracing::Span::current().record("correlation_id", c.as_str());
+        }
+        let error = if status == 429 {
+            self.observer.on_throttle("token", retry_after);
+            TokenError::Throttled { retry_after }
+        } else if status >= 500 {
+            TokenError::Unexpected {
+                status,
+                diagnostics: Box::new(diag),
+            }
+        } else {
+            classify_token_error(status, diag)
+        };
+        Ok(AttemptResult::Failed {
+            error,
+            status,
+            retry_after,
+        })
     }
+}
+
+/// What one token request produced.
+enum AttemptResult {
+    Token(SecretString, Duration),
+    Transport {
+        error: TokenError,
+        connect: bool,
+    },
+    Failed {
+        error: TokenError,
+        status: u16,
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 /// A transport error's text without the request URL's query (there is none on the token URL,
