@@ -814,3 +814,123 @@ async fn observer_counts_requests_throttles_and_retries() {
     );
     emu.shutdown().await;
 }
+
+/// base64url without padding, for hand-made JWTs.
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn projected_token(issuer: &str, subject: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": issuer, "sub": subject, "aud": ["api://AzureADTokenExchange"],
+        "iat": now, "nbf": now, "exp": now + 3600,
+    });
+    format!(
+        "{}.{}.{}",
+        b64url(br#"{"alg":"RS256","typ":"JWT"}"#),
+        b64url(claims.to_string().as_bytes()),
+        b64url(b"not-a-real-signature")
+    )
+}
+
+/// Contract §1.3: workload identity. The projected token file is re-read for every token
+/// request; a token matching no federated credential is `AssertionRejected` (AADSTS70021).
+#[tokio::test]
+async fn federated_assertion_from_a_file() {
+    let (emu, admin) = GraphEmulator::start_with_admin(
+        EmulatorConfig::default(),
+        GraphPermission::ApplicationReadWriteAll,
+    )
+    .await
+    .unwrap();
+    let issuer = "https://oidc.example/cluster/";
+    let subject = "system:serviceaccount:dcr-system:dcr-operator";
+    // Register the federated credential on the operator's app (not an operation the client
+    // offers: admins do this once).
+    let token = emu.token(&admin).await.unwrap();
+    let resp = emu
+        .http_client()
+        .post(format!(
+            "{}/applications/{}/federatedIdentityCredentials",
+            emu.graph_v1(),
+            admin.object_id
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "name": "dcr-operator", "issuer": issuer, "subject": subject,
+            "audiences": ["api://AzureADTokenExchange"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), projected_token(issuer, subject)).unwrap();
+    let mut cfg = config_for(&emu, &admin.tenant_id, &admin.client_id, "unused");
+    cfg.credential = ClientCredential::AssertionFile(file.path().to_path_buf());
+    let client = GraphClient::new(cfg).unwrap();
+    client
+        .verify_credentials()
+        .await
+        .expect("the assertion is accepted");
+    client
+        .get_application(&admin.object_id, Freshness::Settled)
+        .await
+        .unwrap();
+
+    // The kubelet rotates the file; a token for another service account is refused.
+    std::fs::write(
+        file.path(),
+        projected_token(issuer, "system:serviceaccount:other:sa"),
+    )
+    .unwrap();
+    let err = client.verify_credentials().await.unwrap_err();
+    assert_eq!(err.reason(), "AssertionRejected", "{err}");
+    assert_eq!(err.aadsts_codes(), &[70021]);
+
+    std::fs::remove_file(file.path()).unwrap();
+    let err = client.verify_credentials().await.unwrap_err();
+    assert!(matches!(err, TokenError::AssertionUnreadable { .. }), "{err:?}");
+    emu.shutdown().await;
+}
+
+/// Contract §5: the other observed SP-create replication answer, 403 "the backing
+/// application ... must in the local tenant", is retried for a just-created app only.
+#[tokio::test]
+async fn service_principal_create_survives_the_local_tenant_403() {
+    let mut cfg = EmulatorConfig::default().with_replication_lag(Duration::from_millis(1500));
+    cfg.assumptions.sp_create_lag_error = sandbox::graph::SpLagError::LocalTenant403;
+    let (emu, admin) = start(cfg).await;
+    let client = client_for(&emu, &admin);
+    let me = client.own_service_principal().await.unwrap();
+    let app = client
+        .ensure_application("lag-403", &desired(&client, "lag403", &me.id))
+        .await
+        .unwrap()
+        .application;
+    let app_id = app.app_id.unwrap();
+
+    let err = client
+        .create_service_principal(&app_id, Freshness::Settled)
+        .await
+        .expect_err("a settled app's 403 is final");
+    assert_eq!(err.reason(), "Forbidden");
+    client
+        .create_service_principal(&app_id, Freshness::JustCreated)
+        .await
+        .expect("retried until replicated");
+    assert!(count(&emu, "servicePrincipal.create", 403) >= 2);
+    assert_eq!(count(&emu, "servicePrincipal.create", 201), 1);
+    emu.shutdown().await;
+}

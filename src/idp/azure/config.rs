@@ -162,6 +162,9 @@ impl Default for RetryConfig {
 ///
 /// Build it with [`GraphClientConfig::new`] and adjust the public fields. `Debug` is safe to
 /// log: the credential is redacted and the CA bundle is shown by size only.
+///
+/// Outbound proxies are taken from the usual `HTTPS_PROXY` / `NO_PROXY` environment
+/// variables; a TLS-inspecting proxy's CA goes into [`GraphClientConfig::extra_ca_pem`].
 #[derive(Clone)]
 pub struct GraphClientConfig {
     /// Directory (tenant) id: a GUID or a domain name such as `contoso.onmicrosoft.com`.
