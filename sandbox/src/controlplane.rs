@@ -1,1 +1,0 @@
-//! The local Kubernetes control plane (kube-apiserver, etcd, kube-controller-manager).
