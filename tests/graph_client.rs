@@ -749,12 +749,13 @@ async fn client_side_rate_limit_spaces_requests() {
             .await
             .unwrap();
     }
+    // One permit at once, then one every 200 ms: at least 1 s for six calls.
     assert!(
-        started.elapsed() >= Duration::from_millis(450),
+        started.elapsed() >= Duration::from_millis(950),
         "{:?}",
         started.elapsed()
     );
-    assert!(observer.rate_limited.load(Ordering::SeqCst) >= 4);
+    assert!(observer.rate_limited.load(Ordering::SeqCst) >= 1);
     emu.shutdown().await;
 }
 
