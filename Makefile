@@ -8,10 +8,14 @@ export DCR_CACHE_DIR
 # Tools installed by `make tools` (kubectl, helm, kubernetes-validate) come first on PATH.
 export PATH := $(DCR_CACHE_DIR)/tools/bin:$(PATH)
 
-.PHONY: help build test lint fmt crds tools control-plane
+.PHONY: help build test lint fmt crds tools control-plane demo
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+demo: tools control-plane ## The sandbox: operator + local control plane + Graph emulator, samples applied (Ctrl-C stops)
+	$(CARGO) build --quiet --bin dcr-operator --bin sandbox
+	./target/debug/sandbox $(DEMO_ARGS)
 
 build: ## Build the operator and the sandbox binaries
 	$(CARGO) build --workspace --all-targets

@@ -3,4 +3,5 @@
 //! Never linked into the operator itself.
 
 pub mod controlplane;
+pub mod demo;
 pub mod graph;

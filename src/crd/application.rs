@@ -37,7 +37,11 @@ use std::collections::BTreeMap;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(name = "ClientID", type_ = "string", json_path = ".status.clientId"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.credential.expiresAt"),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.credential.expiresAt"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
