@@ -192,6 +192,7 @@ pub struct ControlPlane {
     users: Vec<User>,
     kubeconfig: PathBuf,
     apiserver_args: Vec<OsString>,
+    kcm_args: Vec<OsString>,
     etcd: Option<Proc>,
     apiserver: Option<Proc>,
     kcm: Option<Proc>,
@@ -422,6 +423,7 @@ impl ControlPlane {
             users,
             kubeconfig,
             apiserver_args,
+            kcm_args: Vec::new(),
             etcd: None,
             apiserver: None,
             kcm: None,
@@ -462,8 +464,8 @@ impl ControlPlane {
             flag("use-service-account-credentials", &"false"),
             flag("profiling", &"false"),
         ];
-        cp.kcm = Some(cp.spawn("kube-controller-manager", &cp.bins.kcm, &kcm_args)?);
-        cp.register();
+        cp.kcm_args = kcm_args;
+        cp.spawn_controller_manager()?;
         cp.wait_controller_manager_ready().await?;
         cp.started_in = t0.elapsed();
         tracing::info!(
@@ -507,6 +509,17 @@ impl ControlPlane {
             &self.apiserver_args.clone(),
         )?;
         self.apiserver = Some(proc);
+        self.register();
+        Ok(())
+    }
+
+    fn spawn_controller_manager(&mut self) -> Result<()> {
+        let proc = self.spawn(
+            "kube-controller-manager",
+            &self.bins.kcm.clone(),
+            &self.kcm_args.clone(),
+        )?;
+        self.kcm = Some(proc);
         self.register();
         Ok(())
     }
@@ -708,6 +721,21 @@ impl ControlPlane {
         // it meanwhile, the new process exits with "address already in use".
         self.spawn_apiserver()?;
         self.wait_apiserver_ready().await
+    }
+
+    /// Restarts kube-controller-manager (same flags) and waits until it serves /healthz.
+    ///
+    /// Its garbage collector reads the API's resources at start and then only every 30 s:
+    /// a Secret owned by a custom resource whose CRD appeared after the start is collected
+    /// only after that rediscovery. Restarting it after installing CRDs makes ownerReference
+    /// garbage collection of their objects immediate.
+    pub async fn restart_controller_manager(&mut self) -> Result<()> {
+        if let Some(mut old) = self.kcm.take() {
+            old.terminate(Duration::from_secs(2));
+        }
+        self.register();
+        self.spawn_controller_manager()?;
+        self.wait_controller_manager_ready().await
     }
 
     /// Kills the three processes and removes the state directory (unless
