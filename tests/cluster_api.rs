@@ -441,7 +441,23 @@ async fn rbac_checks_the_operator_identity_from_the_token_file() {
 
 // ---- kubectl ---------------------------------------------------------------------------
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+/// kubectl: `$DCR_KUBECTL`, else `/usr/bin/kubectl`, else the first `kubectl` on `PATH`
+/// (`make tools` puts one there).
+fn kubectl_path() -> Option<std::path::PathBuf> {
+    let explicit = std::env::var_os("DCR_KUBECTL").map(std::path::PathBuf::from);
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("kubectl"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    explicit
+        .into_iter()
+        .chain(std::iter::once("/usr/bin/kubectl".into()))
+        .chain(on_path)
+        .find(|p| p.is_file())
+}
 
 fn samples_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples")
@@ -498,7 +514,7 @@ fn relocate_samples(dir: &std::path::Path, ns: &str, namespaced_kinds: &[String]
 }
 
 fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
-    let out = std::process::Command::new(KUBECTL)
+    let out = std::process::Command::new(kubectl_path().expect("kubectl"))
         .arg("--kubeconfig")
         .arg(cluster.kubeconfig_path())
         .args(args)
@@ -518,10 +534,14 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn kubectl_applies_crds_and_samples_then_gets_describes_and_deletes() {
-    if !std::path::Path::new(KUBECTL).exists() {
-        eprintln!("SKIPPED kubectl_applies_crds_and_samples_then_gets_describes_and_deletes: {KUBECTL} is not installed");
+    let Some(kubectl_bin) = kubectl_path() else {
+        eprintln!(
+            "SKIPPED kubectl_applies_crds_and_samples_then_gets_describes_and_deletes: no kubectl \
+             (looked at $DCR_KUBECTL, /usr/bin/kubectl and $PATH)"
+        );
         return;
-    }
+    };
+    eprintln!("kubectl: {}", kubectl_bin.display());
     let cluster = cluster().await;
     let client = cluster.client().await;
     let ns = cluster.namespace("kubectl").await;

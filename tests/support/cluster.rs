@@ -2,9 +2,13 @@
 //!
 //! By default every test binary starts **one** local control plane (a real etcd,
 //! kube-apiserver v1.20.2 and kube-controller-manager, see `sandbox::controlplane`) the
-//! first time a test asks for [`cluster()`], installs every CRD in `crds/*.yaml`, waits
-//! until they are established, and shares it with all tests of that binary. Tests isolate
-//! themselves with a [`TestNamespace`] each. The processes die with the test process.
+//! first time a test asks for [`cluster()`], installs every CRD in `crds/*.yaml` (and the
+//! test CRD [`WIDGET_CRD_YAML`]), waits until they are established, restarts
+//! kube-controller-manager so that its garbage collector knows them at once (it rediscovers
+//! resources only every 30 s), and shares it with all tests of that binary (about 10 s on
+//! a busy 2-core machine). Tests isolate themselves with a [`TestNamespace`] each and
+//! build their own `kube::Client` ([`Cluster::client`]): each `#[tokio::test]` has its own
+//! runtime. The processes die with the test process, however it ends.
 //!
 //! The suite is written for `cargo test` (libtest runs all tests of a binary in one
 //! process, so they share one control plane). Under cargo-nextest every test is its own
