@@ -52,7 +52,7 @@ pub struct EmulatorConfig {
     pub clock_speed: f64,
     /// The documented throttling token buckets (contract §2.2).
     pub throttling: ThrottleConfig,
-    /// Injected faults: 429s, 503s, latency, dropped connections.
+    /// Injected faults: 429s, 503s, latency, dropped connections, lost responses.
     pub faults: FaultConfig,
     /// Choices made where the contract marks a fact UNVERIFIED (contract §10).
     pub assumptions: Assumptions,
@@ -264,7 +264,8 @@ pub enum FaultScope {
 /// count is visible in `GET /_emulator/config`). The control endpoints are never faulted.
 ///
 /// Order per request: latency, then drop, then 503, then (Graph, after authentication)
-/// the injected 429, then the throttling buckets.
+/// the injected 429, then the throttling buckets, then the request is processed, and last
+/// a 2xx answer may be held ([`FaultConfig::hold_after_apply`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultConfig {
@@ -304,6 +305,19 @@ pub struct FaultConfig {
     /// Seed for the fault dice; `None` = random. Fixing it makes a run reproducible: every
     /// configuration update that carries a seed restarts the sequence.
     pub seed: Option<u64>,
+    /// Lost responses: a request whose operation (as in the request log) is listed here is
+    /// processed as usual (the directory changes), and if its answer is 2xx that answer is
+    /// held back: the client waits as if the response were lost on the way. The request
+    /// log records it at once with fault `held`, so a test can wait for it and then, e.g.,
+    /// kill the client between the change and its acknowledgement. A held answer is sent
+    /// when a configuration update no longer holds it (its operation or caller removed
+    /// from these lists), or when the emulator shuts down. Error answers are never held.
+    /// Independent of `scope` and `operations`.
+    pub hold_after_apply: Vec<String>,
+    /// Hold only requests from these callers (the request log's `appId`: the bearer
+    /// token's application for Graph, the `client_id` for token requests), compared
+    /// case-insensitively; empty = any caller.
+    pub hold_callers: Vec<String>,
 }
 
 impl Default for FaultConfig {
@@ -324,6 +338,8 @@ impl Default for FaultConfig {
             latency_rate: 0.0,
             latency: Duration::ZERO,
             seed: None,
+            hold_after_apply: Vec::new(),
+            hold_callers: Vec::new(),
         }
     }
 }
@@ -368,6 +384,21 @@ impl FaultConfig {
     /// Apply the 503 / latency / drop faults to this scope.
     pub fn in_scope(mut self, scope: FaultScope) -> Self {
         self.scope = scope;
+        self
+    }
+
+    /// Process requests of these operations and hold their 2xx answers (lost responses;
+    /// see [`FaultConfig::hold_after_apply`]).
+    pub fn hold_after_apply(operations: &[&str]) -> Self {
+        FaultConfig {
+            hold_after_apply: operations.iter().map(|s| s.to_string()).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Hold only requests from these callers (see [`FaultConfig::hold_callers`]).
+    pub fn from_callers(mut self, callers: &[&str]) -> Self {
+        self.hold_callers = callers.iter().map(|s| s.to_string()).collect();
         self
     }
 }

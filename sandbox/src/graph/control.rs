@@ -80,6 +80,9 @@ pub(crate) fn patch_config(shared: &Shared, patch: &Value) -> Result<EmulatorCon
         *shared.dice.lock().unwrap() = super::faults::Dice::new(new.faults.seed);
     }
     *cfg = new.clone();
+    drop(cfg);
+    // Held answers the new configuration no longer holds are sent now.
+    shared.recheck_held();
     Ok(new)
 }
 

@@ -1,5 +1,7 @@
-//! Injected faults: latency, dropped connections, 503/504s and 429s (contract §2.1, §2.2,
+//! Injected faults: latency, dropped connections, 503/504s, 429s (contract §2.1, §2.2,
 //! checklist 6). Decisions come from counters (`*_next`, counted down) and from seeded dice.
+//! Lost responses (a processed request whose answer is held back) are decided by
+//! [`holds`] and carried out by the server after processing.
 
 use std::time::Duration;
 
@@ -93,6 +95,14 @@ pub(crate) fn transport(
     f
 }
 
+/// Whether a processed request's 2xx answer is held back (a lost response): its operation
+/// is in `hold_after_apply` and its caller matches `hold_callers`.
+pub(crate) fn holds(cfg: &FaultConfig, operation: &str, caller: Option<&str>) -> bool {
+    cfg.hold_after_apply.iter().any(|o| o == operation)
+        && (cfg.hold_callers.is_empty()
+            || caller.is_some_and(|c| cfg.hold_callers.iter().any(|h| h.eq_ignore_ascii_case(c))))
+}
+
 /// An injected 429 for an authenticated Graph request: `Some(retry_after)` when throttled.
 pub(crate) fn throttle(cfg: &mut FaultConfig, dice: &mut Dice, operation: &str) -> Option<Option<Duration>> {
     dice.sync(cfg.seed);
@@ -128,6 +138,18 @@ mod tests {
         assert!(transport(&mut cfg, &mut dice, true, "application.get")
             .error
             .is_some());
+    }
+
+    #[test]
+    fn holds_match_operation_and_caller() {
+        let cfg = FaultConfig::hold_after_apply(&["application.upsert", "token.v2"]);
+        assert!(holds(&cfg, "token.v2", None));
+        assert!(!holds(&cfg, "application.get", None));
+        let cfg = cfg.from_callers(&["ABC"]);
+        assert!(holds(&cfg, "token.v2", Some("abc")));
+        assert!(!holds(&cfg, "token.v2", Some("def")));
+        assert!(!holds(&cfg, "token.v2", None));
+        assert!(!holds(&FaultConfig::default(), "token.v2", None));
     }
 
     #[test]

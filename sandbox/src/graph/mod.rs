@@ -412,8 +412,15 @@ impl GraphEmulator {
         }
     }
 
-    /// Stop accepting connections, give in-flight requests 200 ms, and wait for the server.
+    /// How many answers are held back right now ([`FaultConfig::hold_after_apply`]).
+    pub fn held_responses(&self) -> usize {
+        self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stop accepting connections, send held answers, give in-flight requests 200 ms, and
+    /// wait for the server.
     pub async fn shutdown(mut self) {
+        self.shared.release_all_held();
         self.handle.graceful_shutdown(Some(Duration::from_millis(200)));
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -424,6 +431,7 @@ impl GraphEmulator {
 impl Drop for GraphEmulator {
     fn drop(&mut self) {
         if self.task.is_some() {
+            self.shared.release_all_held();
             self.handle.shutdown();
         }
     }

@@ -36,7 +36,8 @@ pub struct RequestRecord {
     /// `client-request-id` as sent by the client, if any.
     pub client_request_id: Option<String>,
     /// Injected or emulated fault: `dropped`, `injected-503`, `injected-504`,
-    /// `injected-429`, `throttled`, `latency`.
+    /// `injected-429`, `throttled`, `latency`, `held` (processed, answer held back; the
+    /// record is written when the hold starts and `duration_ms` excludes the hold).
     pub fault: Option<String>,
     /// `Retry-After` sent, in seconds.
     pub retry_after: Option<f64>,

@@ -6,7 +6,10 @@
 use std::{
     io,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -59,6 +62,13 @@ pub(crate) struct Shared {
     /// The advertised base URL (no trailing slash).
     pub base_url: String,
     pub ca_pem: String,
+    /// Wakes held answers ([`FaultConfig::hold_after_apply`](super::FaultConfig::hold_after_apply))
+    /// after a configuration update or at shutdown, to check whether they may go.
+    pub hold_changed: tokio::sync::Notify,
+    /// Set at shutdown: every held answer is sent.
+    pub releasing_all: AtomicBool,
+    /// Answers held right now.
+    pub held: AtomicUsize,
 }
 
 impl Shared {
@@ -72,6 +82,45 @@ impl Shared {
             throttle: Mutex::new(Throttler::default()),
             base_url,
             ca_pem,
+            hold_changed: tokio::sync::Notify::new(),
+            releasing_all: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Wakes held answers so they check whether they are still held.
+    pub(crate) fn recheck_held(&self) {
+        self.hold_changed.notify_waiters();
+    }
+
+    /// Sends every held answer (shutdown).
+    pub(crate) fn release_all_held(&self) {
+        self.releasing_all.store(true, Ordering::SeqCst);
+        self.recheck_held();
+    }
+
+    /// Waits while the configuration holds the answer to `operation` from `caller`.
+    async fn hold(&self, operation: &str, caller: Option<&str>) {
+        struct Count<'a>(&'a AtomicUsize);
+        impl Drop for Count<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let _count = Count(&self.held);
+        loop {
+            // Registered before the check, so an update between the check and the wait
+            // still wakes us.
+            let changed = self.hold_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let still = !self.releasing_all.load(Ordering::SeqCst)
+                && faults::holds(&self.config.lock().unwrap().faults, operation, caller);
+            if !still {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -314,7 +363,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             r
         }
     };
-    draft.finish(&shared, response.status().as_u16());
+    // A lost response: the change is made, the answer is held back (logged at once, so a
+    // test can see the request was applied).
+    let status = response.status();
+    let caller = draft.app_id.clone();
+    let hold = status.is_success() && {
+        let cfg = shared.config.lock().unwrap();
+        faults::holds(&cfg.faults, &operation, caller.as_deref())
+    };
+    if hold {
+        draft.fault = Some("held".into());
+    }
+    draft.finish(&shared, status.as_u16());
+    if hold {
+        shared.hold(&operation, caller.as_deref()).await;
+    }
     response
 }
 
