@@ -60,7 +60,7 @@ if cache_ok && ETCD=$(etcd_path); then
 fi
 
 # --- preconditions -----------------------------------------------------------------
-ALT="Alternatives: run the tests against your own cluster with DCR_TEST_KUBECONFIG=/path/to/kubeconfig, or point DCR_CONTROL_PLANE_BIN_DIR at a directory holding etcd, kube-apiserver and kube-controller-manager ($K8S_VERSION or newer)."
+ALT="Alternatives: run the tests against your own cluster with DCR_TEST_KUBECONFIG=/path/to/kubeconfig, or point DCR_CONTROL_PLANE_BIN_DIR at a directory holding etcd, kube-apiserver and kube-controller-manager $K8S_VERSION (the launcher's flags are those of 1.20)."
 if [[ ! -f /etc/debian_version ]] || ! command -v apt-get >/dev/null 2>&1; then
     die "this script needs a Debian-like system (apt-get, Debian bookworm's 'kubernetes' source package). $ALT"
 fi
@@ -166,13 +166,15 @@ K8S_PKG_DIR="$GOPATH/src/k8s.io/kubernetes"
 
 # Fix b: generate pkg/generated/openapi/zz_generated.openapi.go.
 OPENAPI="$SRC_TREE/pkg/generated/openapi/zz_generated.openapi.go"
-if [[ ! -s "$OPENAPI" ]]; then
+if [[ ! -f "$SRC_TREE/.openapi-generated" || ! -s "$OPENAPI" ]]; then # marker: not a half-written file
     step "fix b: make gen_openapi"
+    rm -f "$OPENAPI" "$SRC_TREE/.openapi-generated"
     for f in "$SRC_TREE"/_output/bin/openapi-gen "$SRC_TREE"/_output/local/bin/*/*/openapi-gen; do
-        [[ -e "$f" && ! -s "$f" ]] && rm -f "$f" # stale 0-byte binary from a failed run
+        if [[ -e "$f" && ! -s "$f" ]]; then rm -f "$f"; fi # stale 0-byte binary from a failed run
     done
     (cd "$K8S_PKG_DIR" && run make gen_openapi)
     [[ -s "$OPENAPI" ]] || die "make gen_openapi did not produce $OPENAPI"
+    touch "$SRC_TREE/.openapi-generated"
 fi
 
 # Fix d: version ldflags, so /version reports v1.20.2.
