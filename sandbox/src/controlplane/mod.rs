@@ -112,6 +112,14 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readiness {
+    /// Answers HTTPS requests at all (its /readyz may still say no).
+    Serving,
+    /// /readyz says ok.
+    Ready,
+}
+
 /// A static-token user of the apiserver (beside the admin).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserSpec {
@@ -449,7 +457,9 @@ impl ControlPlane {
         cp.register();
         // The apiserver retries etcd until it answers: no need to wait in between.
         cp.spawn_apiserver()?;
-        cp.wait_apiserver_ready().await?;
+        // The controller manager starts while the apiserver finishes its post-start hooks
+        // (saves a second or two); it waits for the apiserver's /healthz itself.
+        cp.wait_apiserver(Readiness::Serving).await?;
 
         let kcm_args = vec![
             flag("kubeconfig", &kcm_kubeconfig),
@@ -466,7 +476,27 @@ impl ControlPlane {
         ];
         cp.kcm_args = kcm_args;
         cp.spawn_controller_manager()?;
-        cp.wait_controller_manager_ready().await?;
+        // kube-controller-manager gives up if the apiserver is not healthy within 10 s of
+        // its own start, which a loaded machine can exceed: then start it once more.
+        let mut respawns = 1;
+        loop {
+            let waited = match cp.wait_apiserver(Readiness::Ready).await {
+                Ok(()) => cp.wait_controller_manager_ready().await,
+                Err(e) => Err(e),
+            };
+            match waited {
+                Err(Error::Exited {
+                    component: "kube-controller-manager",
+                    tail,
+                    ..
+                }) if respawns > 0 && !tail.contains("address already in use") => {
+                    respawns -= 1;
+                    tracing::warn!("kube-controller-manager exited while starting, starting it again");
+                    cp.spawn_controller_manager()?;
+                }
+                other => break other?,
+            }
+        }
         cp.started_in = t0.elapsed();
         tracing::info!(
             "control plane {} ready in {:.1?} (kubeconfig {})",
@@ -561,19 +591,23 @@ impl ControlPlane {
             .build()?)
     }
 
-    async fn wait_apiserver_ready(&mut self) -> Result<()> {
+    async fn wait_apiserver(&mut self, until: Readiness) -> Result<()> {
         let http = self.http()?;
         let url = format!("{}/readyz", self.server_url);
         let started = Instant::now();
         loop {
             self.check_alive()?;
             if let Ok(resp) = http.get(&url).bearer_auth(&self.admin.token).send().await {
-                if resp.status().is_success() {
+                if until == Readiness::Serving || resp.status().is_success() {
                     return Ok(());
                 }
             }
             if started.elapsed() > START_TIMEOUT {
-                return Err(self.timeout("kube-apiserver /readyz", started, self.apiserver.as_ref()));
+                let what = match until {
+                    Readiness::Serving => "kube-apiserver to serve HTTPS",
+                    Readiness::Ready => "kube-apiserver /readyz",
+                };
+                return Err(self.timeout(what, started, self.apiserver.as_ref()));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -720,7 +754,7 @@ impl ControlPlane {
         // The port is ours again as soon as the old process is gone; if someone else took
         // it meanwhile, the new process exits with "address already in use".
         self.spawn_apiserver()?;
-        self.wait_apiserver_ready().await
+        self.wait_apiserver(Readiness::Ready).await
     }
 
     /// Restarts kube-controller-manager (same flags) and waits until it serves /healthz.
