@@ -31,11 +31,17 @@ impl Inner {
 }
 
 impl Clock {
+    #[cfg(test)]
     pub(crate) fn new(speed: f64) -> Clock {
+        Self::starting_behind(speed, Duration::ZERO)
+    }
+
+    /// A clock that starts `behind` in the past (clock skew).
+    pub(crate) fn starting_behind(speed: f64, behind: Duration) -> Clock {
         Clock {
             inner: Mutex::new(Inner {
                 base_real: Instant::now(),
-                base_emulated: Utc::now(),
+                base_emulated: Utc::now() - TimeDelta::from_std(behind).unwrap_or(TimeDelta::zero()),
                 speed,
             }),
         }
@@ -90,6 +96,16 @@ mod tests {
         assert_eq!(clock.now(), t0);
         clock.advance(Duration::from_secs(3600));
         assert_eq!(clock.now() - t0, TimeDelta::seconds(3600));
+    }
+
+    #[test]
+    fn a_clock_can_start_behind_real_time() {
+        let clock = Clock::starting_behind(1.0, Duration::from_secs(600));
+        let lag = Utc::now() - clock.now();
+        assert!(
+            lag >= TimeDelta::seconds(599) && lag <= TimeDelta::seconds(601),
+            "{lag}"
+        );
     }
 
     #[test]

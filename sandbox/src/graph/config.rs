@@ -50,6 +50,13 @@ pub struct EmulatorConfig {
     /// converted to real seconds (at speed 0 it is reported in emulated seconds: advance the
     /// clock by that much).
     pub clock_speed: f64,
+    /// Start the emulated clock this far behind real time (start-up only): clock skew
+    /// between the provider and its client. Everything the emulator timestamps (creation
+    /// times, password start dates) then looks that much older to a client that compares
+    /// it with its own clock, e.g. a password just added looks older than the client's
+    /// replication window. Inside the emulator nothing changes (all of it runs on this clock).
+    #[serde(with = "secs")]
+    pub clock_behind: Duration,
     /// The documented throttling token buckets (contract §2.2).
     pub throttling: ThrottleConfig,
     /// Injected faults: 429s, 503s, latency, dropped connections, lost responses.
@@ -72,6 +79,7 @@ impl Default for EmulatorConfig {
             password_max_lifetime: None,
             token_lifetime: Duration::from_secs(3599),
             clock_speed: 1.0,
+            clock_behind: Duration::ZERO,
             throttling: ThrottleConfig::default(),
             faults: FaultConfig::default(),
             assumptions: Assumptions::default(),
@@ -108,6 +116,12 @@ impl EmulatorConfig {
     /// Set [`EmulatorConfig::throttling`].
     pub fn with_throttling(mut self, throttling: ThrottleConfig) -> Self {
         self.throttling = throttling;
+        self
+    }
+
+    /// Set [`EmulatorConfig::clock_behind`].
+    pub fn with_clock_behind(mut self, behind: Duration) -> Self {
+        self.clock_behind = behind;
         self
     }
 

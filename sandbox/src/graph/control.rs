@@ -63,7 +63,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>
 }
 
 /// Apply a JSON merge patch to the runtime configuration. Start-up-only fields (`listen`,
-/// `tls`, `tls_extra_names`, `ca_out`) keep their values.
+/// `tls`, `tls_extra_names`, `ca_out`, `clock_behind`) keep their values.
 pub(crate) fn patch_config(shared: &Shared, patch: &Value) -> Result<EmulatorConfig, String> {
     let mut cfg = shared.config.lock().unwrap();
     let mut v = serde_json::to_value(&*cfg).map_err(|e| e.to_string())?;
@@ -74,6 +74,7 @@ pub(crate) fn patch_config(shared: &Shared, patch: &Value) -> Result<EmulatorCon
     new.tls = cfg.tls;
     new.tls_extra_names = cfg.tls_extra_names.clone();
     new.ca_out = cfg.ca_out.clone();
+    new.clock_behind = cfg.clock_behind;
     shared.clock.set_speed(new.clock_speed);
     if new.faults.seed.is_some() {
         // Every update with a seed restarts the dice: a run is reproducible from here.

@@ -272,7 +272,8 @@ impl GraphEmulator {
     }
 
     /// Replace the runtime configuration (as `PUT /_emulator/config`). `listen`, `tls`,
-    /// `tls_extra_names` and `ca_out` cannot change after start and are ignored.
+    /// `tls_extra_names`, `ca_out` and `clock_behind` cannot change after start and are
+    /// ignored.
     ///
     /// # Panics
     /// When the configuration is invalid (see [`EmulatorConfig::validate`]).

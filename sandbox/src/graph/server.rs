@@ -75,7 +75,7 @@ impl Shared {
     pub(crate) fn new(cfg: EmulatorConfig, base_url: String, ca_pem: String) -> Shared {
         Shared {
             dir: Mutex::new(Directory::default()),
-            clock: Clock::new(cfg.clock_speed),
+            clock: Clock::starting_behind(cfg.clock_speed, cfg.clock_behind),
             dice: Mutex::new(Dice::new(cfg.faults.seed)),
             config: Mutex::new(cfg),
             log: Mutex::new(RequestLog::default()),
