@@ -26,6 +26,9 @@ const ANNOTATION_DIGEST: &str = "dcr-operator.io/client-secret-sha256";
 
 pub const KEY_CLIENT_ID: &str = "client_id";
 pub const KEY_CLIENT_SECRET: &str = "client_secret";
+/// A rotation's new secret, staged until the provider accepts it (a dotfile when mounted;
+/// skipped by `envFrom`, whose variable names cannot start with a dot).
+pub const KEY_PENDING_SECRET: &str = ".pending_client_secret";
 
 /// Non-secret connection details delivered next to the secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +69,26 @@ pub struct CredentialRecord {
     /// Superseded keys still valid at the provider.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous: Vec<PreviousKey>,
+    /// A rotation's new key, not delivered as `client_secret` until proven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingKey {
+    pub key_id: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl CredentialRecord {
+    /// Every key this record names: current, pending and superseded.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.key_id.as_str())
+            .chain(self.pending.iter().map(|p| p.key_id.as_str()))
+            .chain(self.previous.iter().map(|p| p.key_id.as_str()))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +103,8 @@ pub struct PreviousKey {
 pub struct StoredCredential {
     pub record: Option<CredentialRecord>,
     pub client_secret: Option<SecretString>,
+    /// The staged value of a rotation in progress.
+    pub pending_secret: Option<SecretString>,
     /// The value no longer matches the digest recorded when it was written.
     pub tampered: bool,
     /// Connection details differ from what they should be.
@@ -102,6 +127,9 @@ pub fn read(secret: &Secret, expected: &ConnectionDetails) -> StoredCredential {
     let client_secret = value(KEY_CLIENT_SECRET)
         .filter(|s| !s.is_empty())
         .map(SecretString::new);
+    let pending_secret = value(KEY_PENDING_SECRET)
+        .filter(|s| !s.is_empty())
+        .map(SecretString::new);
     let annotations = secret.annotations();
     let record = annotations
         .get(ANNOTATION_CREDENTIAL)
@@ -118,6 +146,7 @@ pub fn read(secret: &Secret, expected: &ConnectionDetails) -> StoredCredential {
     StoredCredential {
         record,
         client_secret,
+        pending_secret,
         tampered,
         details_stale,
     }
@@ -129,6 +158,7 @@ pub fn render(
     name: &str,
     details: &ConnectionDetails,
     client_secret: &SecretString,
+    pending_secret: Option<&SecretString>,
     record: &CredentialRecord,
 ) -> Secret {
     let template = app.spec.secret.template.clone().unwrap_or_default();
@@ -151,6 +181,12 @@ pub fn render(
         KEY_CLIENT_SECRET.into(),
         ByteString(client_secret.expose().as_bytes().to_vec()),
     );
+    if let Some(pending) = pending_secret {
+        data.insert(
+            KEY_PENDING_SECRET.into(),
+            ByteString(pending.expose().as_bytes().to_vec()),
+        );
+    }
 
     Secret {
         metadata: ObjectMeta {
@@ -211,6 +247,7 @@ mod tests {
                 key_id: "k0".into(),
                 revoke_after: Timestamp::from_second(1_700_003_600).unwrap(),
             }],
+            pending: None,
         }
     }
 
@@ -222,6 +259,7 @@ mod tests {
             "orders-credentials",
             &details(),
             &SecretString::new("s3cr3t-value"),
+            None,
             &record(),
         );
         assert!(is_owned_by(&s, &app));
@@ -251,6 +289,7 @@ mod tests {
             "n",
             &details(),
             &SecretString::new("s3cr3t-value"),
+            None,
             &record(),
         );
         let mut without_data = s.clone();
@@ -261,6 +300,33 @@ mod tests {
     }
 
     #[test]
+    fn a_staged_secret_travels_under_its_own_key() {
+        let mut r = record();
+        let ts = Timestamp::from_second(1_700_000_100).unwrap();
+        r.pending = Some(PendingKey {
+            key_id: "k2".into(),
+            issued_at: ts,
+            expires_at: ts,
+        });
+        let s = render(
+            &app(),
+            "n",
+            &details(),
+            &SecretString::new("old"),
+            Some(&SecretString::new("new")),
+            &r,
+        );
+        let stored = read(&s, &details());
+        assert_eq!(stored.client_secret.unwrap().expose(), "old");
+        assert_eq!(stored.pending_secret.unwrap().expose(), "new");
+        assert_eq!(
+            stored.record.unwrap().key_ids().collect::<Vec<_>>(),
+            vec!["k1", "k2", "k0"]
+        );
+        assert!(!stored.tampered, "the digest covers client_secret only");
+    }
+
+    #[test]
     fn hand_edits_are_detected() {
         let app = app();
         let mut s = render(
@@ -268,6 +334,7 @@ mod tests {
             "n",
             &details(),
             &SecretString::new("s3cr3t-value"),
+            None,
             &record(),
         );
         s.data
@@ -280,6 +347,7 @@ mod tests {
             "n",
             &details(),
             &SecretString::new("s3cr3t-value"),
+            None,
             &record(),
         );
         s.data
@@ -292,7 +360,7 @@ mod tests {
 
     #[test]
     fn a_secret_of_another_application_is_not_owned() {
-        let s = render(&app(), "n", &details(), &SecretString::new("v"), &record());
+        let s = render(&app(), "n", &details(), &SecretString::new("v"), None, &record());
         let mut other = app();
         other.metadata.uid = Some("uid-2".into());
         assert!(!is_owned_by(&s, &other));

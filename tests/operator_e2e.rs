@@ -166,6 +166,16 @@ async fn registers_delivers_and_deletes(test: &str, profile: Profile) {
             "Event {reason} in {reasons:?}"
         );
     }
+    // Cluster-scoped objects get Events too (in `default`).
+    let provider_events: Vec<String> = events
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.clone()).as_deref() == Some(s.provider.as_str()))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(
+        provider_events.iter().any(|r| r == "Ready"),
+        "provider Events: {provider_events:?}"
+    );
     assert_no_secret_leaks(&s, &[&client_secret, &s.admin.client_secret]).await;
 
     // Delete: the application goes to deleted items, the service principal goes, the

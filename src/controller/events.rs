@@ -1,6 +1,7 @@
 //! Publishing Events. A failure to publish is logged, never fails a reconciliation.
 
 use super::context::Context;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
 
@@ -20,9 +21,24 @@ where
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    let reference = obj.object_ref(&());
+    let mut result = ctx.recorder.publish(&event, &reference).await;
+    if reference.namespace.is_none() && is_namespace_mismatch(&result) {
+        // Apiservers before 1.22 reject an events.k8s.io/v1 Event about a cluster-scoped
+        // object in `default` unless the reference names that namespace too.
+        let in_default = ObjectReference {
+            namespace: Some("default".into()),
+            ..reference
+        };
+        result = ctx.recorder.publish(&event, &in_default).await;
+    }
+    if let Err(e) = result {
         tracing::warn!(error = %e, reason, "cannot publish an Event");
     }
+}
+
+fn is_namespace_mismatch(result: &Result<(), kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("does not match event.namespace"))
 }
 
 fn truncate(mut note: String) -> String {

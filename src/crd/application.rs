@@ -173,9 +173,26 @@ pub struct ApplicationStatus {
     /// Superseded credentials still valid at the provider, awaiting revocation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_credentials: Vec<PreviousCredential>,
+    /// A secret issued by a rotation, delivered once the provider accepts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_credential: Option<PendingCredential>,
     /// The last value of the `dcr-operator.io/rotate` annotation acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotate_request: Option<String>,
+    /// The last value of the `dcr-operator.io/revoke-all` annotation acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revoke_all_request: Option<String>,
+}
+
+/// A rotation in progress: the new secret is issued and stored, and becomes the Secret's
+/// `client_secret` once a token was obtained with it.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingCredential {
+    /// Provider-side id of the new secret.
+    pub key_id: String,
+    /// When it was issued.
+    pub issued_at: Time,
 }
 
 /// Metadata of an issued credential (never its value).

@@ -29,6 +29,8 @@ pub enum IssueReason {
     Renewal,
     /// The `dcr-operator.io/rotate` annotation has a new value.
     RotateRequested,
+    /// The `dcr-operator.io/revoke-all` annotation has a new value: a compromise response.
+    RevokeAllRequested,
 }
 
 impl IssueReason {
@@ -40,7 +42,14 @@ impl IssueReason {
             IssueReason::KeyMissingAtProvider => "KeyMissingAtProvider",
             IssueReason::Renewal => "Renewal",
             IssueReason::RotateRequested => "RotateRequested",
+            IssueReason::RevokeAllRequested => "RevokeAllRequested",
         }
+    }
+
+    /// Whether the current secret still works, so the new one can be staged and delivered
+    /// only once the provider accepts it (no window with a failing secret).
+    pub fn keeps_current_secret(self) -> bool {
+        matches!(self, IssueReason::Renewal | IssueReason::RotateRequested)
     }
 }
 
@@ -56,6 +65,12 @@ pub struct Observed<'a> {
     /// The rotate annotation, and the value last acted upon.
     pub rotate_request: Option<&'a str>,
     pub last_rotate_request: Option<&'a str>,
+    /// The revoke-all annotation, and the value last acted upon.
+    pub revoke_all_request: Option<&'a str>,
+    pub last_revoke_all_request: Option<&'a str>,
+    /// The provider-side application was created again (deleted out of band): keys
+    /// recorded for the old one are gone, however recent.
+    pub application_replaced: bool,
     pub policy: EffectivePolicy,
 }
 
@@ -84,12 +99,23 @@ pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
             IssueReason::Initial
         });
     };
+    if let Some(request) = o.revoke_all_request {
+        if Some(request) != o.last_revoke_all_request {
+            return Some(IssueReason::RevokeAllRequested);
+        }
+    }
     if stored.tampered {
         return Some(IssueReason::SecretEdited);
     }
-    let listed = o.provider_keys.iter().any(|k| k.key_id == record.key_id);
-    if !listed && !recent(o.now, record.issued_at) {
+    let listed = |key: &str| o.provider_keys.iter().any(|k| k.key_id == key);
+    if o.application_replaced || (!listed(&record.key_id) && !recent(o.now, record.issued_at)) {
         return Some(IssueReason::KeyMissingAtProvider);
+    }
+    if let Some(pending) = &record.pending {
+        // A rotation is under way; stage it again only if its key vanished.
+        let lost = stored.pending_secret.is_none()
+            || (!listed(&pending.key_id) && !recent(o.now, pending.issued_at));
+        return lost.then_some(IssueReason::Renewal);
     }
     if o.now >= renew_at(record, &o.policy) {
         return Some(IssueReason::Renewal);
@@ -103,6 +129,7 @@ pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
 }
 
 /// Superseded keys whose grace has passed, provided the current secret has been proven.
+/// (A pending key is never superseded: it is either promoted or replaced.)
 pub fn revocable(now: Timestamp, record: &CredentialRecord) -> Vec<String> {
     if record.verified_at.is_none() {
         return vec![];
@@ -125,8 +152,7 @@ pub fn orphans(
 ) -> Vec<String> {
     let mut known: BTreeSet<String> = also_recorded.clone();
     if let Some(r) = record {
-        known.insert(r.key_id.clone());
-        known.extend(r.previous.iter().map(|p| p.key_id.clone()));
+        known.extend(r.key_ids().map(str::to_string));
     }
     provider_keys
         .iter()
@@ -173,6 +199,7 @@ mod tests {
             expires_at: t(90 * DAY),
             verified_at: Some(t(5)),
             previous: vec![],
+            pending: None,
         }
     }
 
@@ -180,6 +207,7 @@ mod tests {
         StoredCredential {
             record,
             client_secret: Some(crate::sensitive::SecretString::new("v")),
+            pending_secret: Some(crate::sensitive::SecretString::new("p")),
             tampered,
             details_stale: false,
         }
@@ -205,6 +233,9 @@ mod tests {
             provider_keys: keys,
             rotate_request: None,
             last_rotate_request: None,
+            revoke_all_request: None,
+            last_revoke_all_request: None,
+            application_replaced: false,
             policy: policy(),
         }
     }
@@ -270,6 +301,63 @@ mod tests {
         assert_eq!(decide(&o), Some(IssueReason::RotateRequested));
         o.last_rotate_request = Some("2026-11-21");
         assert_eq!(decide(&o), None);
+    }
+
+    #[test]
+    fn revoke_all_comes_before_everything_but_a_missing_secret() {
+        let s = stored(Some(record()), true);
+        let keys = [key("k1", Some(t(0)))];
+        let mut o = observed(t(DAY), Some(&s), &keys);
+        o.revoke_all_request = Some("incident-42");
+        assert_eq!(decide(&o), Some(IssueReason::RevokeAllRequested));
+        o.last_revoke_all_request = Some("incident-42");
+        assert_eq!(decide(&o), Some(IssueReason::SecretEdited));
+    }
+
+    #[test]
+    fn a_replaced_application_needs_a_new_key_at_once() {
+        let s = stored(Some(record()), false);
+        let mut o = observed(t(30), Some(&s), &[]);
+        o.application_replaced = true;
+        assert_eq!(decide(&o), Some(IssueReason::KeyMissingAtProvider));
+    }
+
+    #[test]
+    fn a_rotation_under_way_is_not_started_again() {
+        let mut r = record();
+        r.pending = Some(crate::secret::PendingKey {
+            key_id: "k2".into(),
+            issued_at: t(60 * DAY),
+            expires_at: t(150 * DAY),
+        });
+        let s = stored(Some(r), false);
+        let keys = [key("k1", Some(t(0))), key("k2", Some(t(60 * DAY)))];
+        assert_eq!(
+            decide(&observed(t(60 * DAY + 10), Some(&s), &keys)),
+            None,
+            "renewal due, but staged already"
+        );
+        let only_old = [key("k1", Some(t(0)))];
+        assert_eq!(
+            decide(&observed(t(61 * DAY), Some(&s), &only_old)),
+            Some(IssueReason::Renewal),
+            "the staged key vanished: stage again"
+        );
+    }
+
+    #[test]
+    fn only_renewal_and_rotation_keep_the_current_secret() {
+        assert!(IssueReason::Renewal.keeps_current_secret());
+        assert!(IssueReason::RotateRequested.keeps_current_secret());
+        for r in [
+            IssueReason::Initial,
+            IssueReason::SecretMissing,
+            IssueReason::SecretEdited,
+            IssueReason::KeyMissingAtProvider,
+            IssueReason::RevokeAllRequested,
+        ] {
+            assert!(!r.keeps_current_secret(), "{r:?}");
+        }
     }
 
     #[test]

@@ -27,7 +27,8 @@ use crate::crd::conditions::{
 use crate::crd::provider::{DcrProvider, DeletedApplicationsPolicy};
 use crate::crd::strategy::AuthStrategy;
 use crate::idp::azure::{self, AddPasswordRequest, Freshness, GraphClient, GraphError, TokenError};
-use crate::secret::{self, ConnectionDetails, CredentialRecord, PreviousKey};
+use crate::secret::{self, ConnectionDetails, CredentialRecord, PendingKey, PreviousKey};
+use crate::sensitive::SecretString;
 use admission::{EffectivePolicy, Refusal};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -46,6 +47,8 @@ pub const KIND: &str = "Application";
 pub const FINALIZER: &str = "dcr-operator.io/cleanup";
 /// Any new value triggers one rotation (like `cmctl renew`).
 pub const ROTATE_ANNOTATION: &str = "dcr-operator.io/rotate";
+/// Any new value issues a new secret and revokes every other one at once (compromise).
+pub const REVOKE_ALL_ANNOTATION: &str = "dcr-operator.io/revoke-all";
 const MANAGER: &str = "dcr-operator/application";
 /// How soon a secret that the provider does not accept yet is tried again.
 const ACTIVATION_RECHECK: Duration = Duration::from_secs(3);
@@ -305,11 +308,23 @@ async fn converge(
 
     // (provider) The application itself, created if missing.
     let before = status.clone();
-    let (entra_app, freshness) = ensure_registered(app, ctx, gate, status, &unique_name, &desired).await?;
+    let registration = ensure_registered(app, ctx, gate, status, &unique_name, &desired).await?;
+    let (entra_app, freshness) = (&registration.app, registration.freshness);
     let app_id = entra_app
         .app_id
         .clone()
         .ok_or(Error::MissingObjectKey("appId of the provider application"))?;
+    if before.client_id.as_deref() != Some(app_id.as_str()) {
+        // A new client: nothing is delivered for it yet.
+        let message = format!("registered client {app_id}; delivering its credentials");
+        let condition = DesiredCondition::not_ready(Reason::Progressing, message);
+        set_condition(
+            &mut status.conditions,
+            condition,
+            app.metadata.generation,
+            ctx.now(),
+        );
+    }
     status.client_id = Some(app_id.clone());
     status.unique_name = Some(unique_name.clone());
     status.application_object_id = Some(entra_app.id.clone());
@@ -319,7 +334,7 @@ async fn converge(
     }
 
     // (provider) Managed fields changed in the spec or out of band.
-    if let Some(patch) = desired::drift(&desired, &entra_app) {
+    if let Some(patch) = desired::drift(&desired, entra_app) {
         graph
             .update_application(&entra_app.id, &patch, freshness)
             .await
@@ -328,19 +343,24 @@ async fn converge(
     }
 
     // (provider) The service principal, so the client can obtain tokens.
-    if status.service_principal_id.is_none() {
-        let sp = graph
-            .create_service_principal(&app_id, freshness)
-            .await
-            .map_err(Error::EnsureServicePrincipal)?;
-        status.service_principal_id = Some(sp.id);
-    }
+    ensure_service_principal(app, ctx, graph, status, &app_id, freshness).await?;
 
-    deliver_credential(app, ctx, gate, status, &entra_app, &app_id, freshness).await
+    deliver_credential(app, ctx, gate, status, &registration, &app_id).await
 }
 
-/// Finds the provider-side application (by the recorded object id, else by uniqueName
-/// through an idempotent upsert) and how fresh it is.
+/// The provider-side application as found or created in this pass.
+struct Registration {
+    app: azure::Application,
+    freshness: Freshness,
+    /// A new application replaced one deleted out of band (new client id, old keys gone).
+    replaced: bool,
+    /// The application was restored from deleted items: its keys must be proven again.
+    restored: bool,
+}
+
+/// Finds the provider-side application by the recorded object id; repairs one deleted out
+/// of band (restored from deleted items, keeping its client id and keys, else created
+/// again); without a record, upserts by uniqueName (idempotent).
 async fn ensure_registered(
     app: &Application,
     ctx: &Context,
@@ -348,19 +368,44 @@ async fn ensure_registered(
     status: &mut ApplicationStatus,
     unique_name: &str,
     desired: &azure::ApplicationPatch,
-) -> Result<(azure::Application, Freshness)> {
+) -> Result<Registration> {
     let graph = &gate.client;
+    let mut replaced = false;
     if let Some(id) = status.application_object_id.clone() {
         match graph.get_application(&id, Freshness::Settled).await {
             Ok(found) => {
                 let freshness = freshness_of(&found);
-                return Ok((found, freshness));
+                return Ok(Registration {
+                    app: found,
+                    freshness,
+                    replaced,
+                    restored: false,
+                });
             }
-            Err(e) if e.is_not_found() => {
-                tracing::warn!(object_id = %id, "the provider-side application is gone; registering it again");
-                status.application_object_id = None;
-                status.service_principal_id = None;
-            }
+            Err(e) if e.is_not_found() => match graph.restore_deleted_application(&id).await {
+                Ok(restored) => {
+                    let note = format!(
+                        "provider-side application {id} was deleted out of band; restored it from deleted items (client id and secrets kept)"
+                    );
+                    events::publish(ctx, app, EventType::Warning, "Restored", "RepairDrift", note).await;
+                    return Ok(Registration {
+                        app: restored,
+                        freshness: Freshness::JustCreated,
+                        replaced,
+                        restored: true,
+                    });
+                }
+                Err(e) if e.is_not_found() => {
+                    let note = format!(
+                        "provider-side application {id} was deleted out of band and is not in deleted items; registering a new client"
+                    );
+                    events::publish(ctx, app, EventType::Warning, "Recreating", "RepairDrift", note).await;
+                    status.application_object_id = None;
+                    status.service_principal_id = None;
+                    replaced = true;
+                }
+                Err(e) => return Err(Error::ReadApplication(e)),
+            },
             Err(e) => return Err(Error::ReadApplication(e)),
         }
     }
@@ -392,10 +437,57 @@ async fn ensure_registered(
             gate.provider.name_any()
         );
         events::publish(ctx, app, EventType::Normal, "Registered", "Register", note).await;
-        return Ok((ensured.application, Freshness::JustCreated));
+        return Ok(Registration {
+            app: ensured.application,
+            freshness: Freshness::JustCreated,
+            replaced,
+            restored: false,
+        });
     }
     let freshness = freshness_of(&ensured.application);
-    Ok((ensured.application, freshness))
+    Ok(Registration {
+        app: ensured.application,
+        freshness,
+        replaced,
+        restored: false,
+    })
+}
+
+/// Creates the service principal when none is recorded or the recorded one is gone.
+async fn ensure_service_principal(
+    app: &Application,
+    ctx: &Context,
+    graph: &GraphClient,
+    status: &mut ApplicationStatus,
+    app_id: &str,
+    freshness: Freshness,
+) -> Result<()> {
+    if let Some(id) = &status.service_principal_id {
+        // Settled: a 404 here means deleted. (Were it replication lag, the create below
+        // answers 409 and the client returns the existing principal.)
+        match graph.get_service_principal(id, Freshness::Settled).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {
+                let note = format!("service principal {id} was deleted out of band; creating it again");
+                events::publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    "ServicePrincipalRecreated",
+                    "RepairDrift",
+                    note,
+                )
+                .await;
+            }
+            Err(e) => return Err(Error::EnsureServicePrincipal(e)),
+        }
+    }
+    let sp = graph
+        .create_service_principal(app_id, freshness)
+        .await
+        .map_err(Error::EnsureServicePrincipal)?;
+    status.service_principal_id = Some(sp.id);
+    Ok(())
 }
 
 /// Objects created in the last minutes may still be replicating.
@@ -410,17 +502,49 @@ fn freshness_of(app: &azure::Application) -> Freshness {
     }
 }
 
-/// Issues, delivers, proves and revokes secrets; mirrors the record into status.
+/// The credential state of one pass: what the Secret holds, and where to write it.
+struct Delivery<'a> {
+    app: &'a Application,
+    secrets: Api<Secret>,
+    name: String,
+    details: ConnectionDetails,
+    exists: bool,
+    record: Option<CredentialRecord>,
+    value: Option<SecretString>,
+    pending_value: Option<SecretString>,
+}
+
+impl Delivery<'_> {
+    /// Writes the Secret from the current state.
+    async fn write(&mut self) -> Result<()> {
+        let (Some(record), Some(value)) = (&self.record, &self.value) else {
+            return Err(Error::MissingObjectKey("the credential record"));
+        };
+        let secret = secret::render(
+            self.app,
+            &self.name,
+            &self.details,
+            value,
+            self.pending_value.as_ref(),
+            record,
+        );
+        write_secret(&self.secrets, self.exists, &secret).await?;
+        self.exists = true;
+        Ok(())
+    }
+}
+
+/// Issues, stages, proves, promotes and revokes secrets; mirrors the record into status.
 async fn deliver_credential(
     app: &Application,
     ctx: &Context,
     gate: &Gate,
     status: &mut ApplicationStatus,
-    entra_app: &azure::Application,
+    registration: &Registration,
     app_id: &str,
-    freshness: Freshness,
 ) -> Result<Outcome> {
     let graph = &gate.client;
+    let entra_app = &registration.app;
     let namespace = app.namespace().unwrap_or_default();
     let secret_name = app
         .spec
@@ -452,6 +576,7 @@ async fn deliver_credential(
     let stored = existing.as_ref().map(|s| secret::read(s, &details));
     let now = ctx.now();
     let rotate_request = app.annotations().get(ROTATE_ANNOTATION).cloned();
+    let revoke_all_request = app.annotations().get(REVOKE_ALL_ANNOTATION).cloned();
     let decision = credential::decide(&credential::Observed {
         now,
         stored: stored.as_ref(),
@@ -459,12 +584,30 @@ async fn deliver_credential(
         provider_keys: entra_app.passwords(),
         rotate_request: rotate_request.as_deref(),
         last_rotate_request: status.last_rotate_request.as_deref(),
+        revoke_all_request: revoke_all_request.as_deref(),
+        last_revoke_all_request: status.last_revoke_all_request.as_deref(),
+        application_replaced: registration.replaced,
         policy: gate.policy,
     });
     let mut record = stored.as_ref().and_then(|s| s.record.clone());
-    let mut value = stored.as_ref().and_then(|s| s.client_secret.clone());
-    let mut secret_exists = existing.is_some();
-    let status_keys: BTreeSet<String> = status
+    if registration.restored {
+        // Restored objects take time to work again at the token endpoint: prove it.
+        if let Some(r) = record.as_mut() {
+            r.verified_at = None;
+        }
+    }
+    let mut d = Delivery {
+        app,
+        secrets,
+        name: secret_name.clone(),
+        details,
+        exists: existing.is_some(),
+        record,
+        value: stored.as_ref().and_then(|s| s.client_secret.clone()),
+        pending_value: stored.as_ref().and_then(|s| s.pending_secret.clone()),
+    };
+    // Keys named only by the status (a Secret deleted by hand) are superseded too.
+    let status_keys: Vec<String> = status
         .credential
         .iter()
         .map(|c| c.key_id.clone())
@@ -473,122 +616,137 @@ async fn deliver_credential(
 
     if let Some(reason) = decision {
         let end = now + signed(gate.policy.lifetime);
-        let request = AddPasswordRequest {
-            display_name: Some(format!("dcr-operator {}", reason.as_str())),
-            start_date_time: None,
-            end_date_time: chrono::DateTime::from_timestamp(end.as_second(), 0),
+        let issued = match issue(
+            graph,
+            &entra_app.id,
+            reason,
+            end,
+            registration.freshness,
+            &gate.policy,
+        )
+        .await?
+        {
+            Ok(issued) => issued,
+            Err(refusal) => return Ok(refusal),
         };
-        let issued = match graph.add_password(&entra_app.id, &request, freshness).await {
-            Ok(p) => p,
-            Err(GraphError::BadRequest(info)) => {
-                return Ok(Outcome::Waiting {
-                    reason: Reason::CredentialPolicyViolation,
-                    message: format!(
-                        "the provider refused a secret valid for {} ({}: {}); a tenant policy may cap secret lifetimes: lower spec.credentials.lifetime",
-                        humantime::format_duration(gate.policy.lifetime),
-                        info.code,
-                        info.message
-                    ),
-                    requeue: Duration::from_secs(300),
-                })
-            }
-            Err(e) => return Err(Error::IssueCredential(e)),
-        };
-        let grace_end = now + signed(gate.policy.revoke_previous_after);
-        let mut previous = record.as_ref().map(|r| r.previous.clone()).unwrap_or_default();
-        let superseded = record
-            .as_ref()
-            .map(|r| r.key_id.clone())
-            .into_iter()
-            .chain(status_keys.iter().cloned());
-        for key in superseded {
-            if key != issued.key_id && !previous.iter().any(|p| p.key_id == key) {
-                previous.push(PreviousKey {
-                    key_id: key,
-                    revoke_after: grace_end,
-                });
-            }
-        }
         let expires_at = issued
             .end_date_time
             .and_then(|t| Timestamp::from_second(t.timestamp()).ok())
             .unwrap_or(end);
-        let new_record = CredentialRecord {
-            key_id: issued.key_id.clone(),
-            issued_at: now,
-            expires_at,
-            verified_at: None,
-            previous,
-        };
-        // Deliver at once: until this write lands, the new key is recorded nowhere.
-        write_secret(
-            &secrets,
-            secret_exists,
-            &secret::render(app, &secret_name, &details, &issued.secret_text, &new_record),
-        )
-        .await?;
-        secret_exists = true;
         if reason == credential::IssueReason::RotateRequested {
             status.last_rotate_request = rotate_request.clone();
         }
-        let (event_reason, note) = match reason {
-            credential::IssueReason::Initial => (
-                "CredentialIssued",
-                format!("issued secret {} into Secret {secret_name}", issued.key_id),
-            ),
-            other => (
-                "Rotated",
-                format!(
-                    "issued secret {} into Secret {secret_name} ({})",
-                    issued.key_id,
-                    other.as_str()
-                ),
-            ),
-        };
-        events::publish(ctx, app, EventType::Normal, event_reason, "IssueCredential", note).await;
-        record = Some(new_record);
-        value = Some(issued.secret_text);
-    } else if let (Some(s), Some(r), Some(v)) = (&stored, &record, &value) {
-        if s.details_stale {
-            write_secret(&secrets, true, &secret::render(app, &secret_name, &details, v, r)).await?;
+        let current_works = d.record.as_ref().is_some_and(|r| r.verified_at.is_some()) && d.value.is_some();
+        if reason.keeps_current_secret() && current_works {
+            // Stage: consumers keep the working secret until the new one is proven.
+            let record = d.record.as_mut().expect("checked above");
+            record.pending = Some(PendingKey {
+                key_id: issued.key_id.clone(),
+                issued_at: now,
+                expires_at,
+            });
+            let replaces = record.key_id.clone();
+            d.pending_value = Some(issued.secret_text);
+            d.write().await?;
+            let note = format!(
+                "issued secret {} ({}); it replaces {replaces} in Secret {secret_name} once the provider accepts it",
+                issued.key_id,
+                reason.as_str(),
+            );
+            events::publish(ctx, app, EventType::Normal, "Rotating", "IssueCredential", note).await;
+        } else {
+            let revoke_all = reason == credential::IssueReason::RevokeAllRequested;
+            let grace_end = now + signed(gate.policy.revoke_previous_after);
+            let mut previous = Vec::new();
+            if !revoke_all {
+                let old_keys = d
+                    .record
+                    .as_ref()
+                    .map(|r| r.key_ids().map(str::to_string).collect::<Vec<_>>());
+                for key in old_keys
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(status_keys.iter().cloned())
+                {
+                    if key != issued.key_id && !previous.iter().any(|p: &PreviousKey| p.key_id == key) {
+                        previous.push(PreviousKey {
+                            key_id: key,
+                            revoke_after: grace_end,
+                        });
+                    }
+                }
+            }
+            d.record = Some(CredentialRecord {
+                key_id: issued.key_id.clone(),
+                issued_at: now,
+                expires_at,
+                verified_at: None,
+                previous,
+                pending: None,
+            });
+            d.value = Some(issued.secret_text);
+            d.pending_value = None;
+            // Deliver at once: until this write lands, the new key is recorded nowhere.
+            d.write().await?;
+            let note = format!(
+                "issued secret {} into Secret {secret_name} ({})",
+                issued.key_id,
+                reason.as_str()
+            );
+            let event_reason = if reason == credential::IssueReason::Initial {
+                "CredentialIssued"
+            } else {
+                "Rotated"
+            };
+            events::publish(ctx, app, EventType::Normal, event_reason, "IssueCredential", note).await;
+            if revoke_all {
+                // A compromise response: every other key dies now, without grace.
+                let others: BTreeSet<String> = entra_app
+                    .passwords()
+                    .iter()
+                    .map(|p| p.key_id.clone())
+                    .chain(status_keys.iter().cloned())
+                    .filter(|k| *k != issued.key_id)
+                    .collect();
+                for key in &others {
+                    revoke(graph, &entra_app.id, key).await?;
+                }
+                status.last_revoke_all_request = revoke_all_request.clone();
+                let note = format!(
+                    "revoked every other secret ({}) on request; {} is the only one left",
+                    others.len(),
+                    issued.key_id
+                );
+                events::publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    "RevokedAll",
+                    "RevokeCredential",
+                    note,
+                )
+                .await;
+            }
         }
+    } else if stored.as_ref().is_some_and(|s| s.details_stale) {
+        d.write().await?;
     }
-    let (Some(mut record), Some(value)) = (record, value) else {
+    if d.record.is_none() || d.value.is_none() {
         return Err(Error::MissingObjectKey("the credential record"));
-    };
-    mirror(status, &record, &gate.policy);
+    }
+    mirror(status, d.record.as_ref().expect("checked"), &gate.policy);
 
-    // (provider) Prove the current secret before anything older is revoked.
-    if record.verified_at.is_none() {
+    // (provider) Prove the delivered secret before anything older is revoked.
+    if d.record.as_ref().is_some_and(|r| r.verified_at.is_none()) {
+        let value = d.value.clone().expect("checked");
         match graph.verify_client_secret(app_id, &value).await {
             Ok(()) => {
-                record.verified_at = Some(ctx.now());
-                write_secret(
-                    &secrets,
-                    secret_exists,
-                    &secret::render(app, &secret_name, &details, &value, &record),
-                )
-                .await?;
+                d.record.as_mut().expect("checked").verified_at = Some(ctx.now());
+                d.write().await?;
             }
             Err(e) if !e.is_transient() => {
-                let waited = now.duration_since(record.issued_at);
-                let message = format!(
-                    "secret {} is delivered but not accepted by the provider yet ({}), after {}s",
-                    record.key_id,
-                    e.reason(),
-                    waited.as_secs()
-                );
-                if waited.as_secs_f64() > ctx.settings.activation_timeout.as_secs_f64() {
-                    events::publish(
-                        ctx,
-                        app,
-                        EventType::Warning,
-                        "CredentialNotActive",
-                        "VerifyCredential",
-                        message.clone(),
-                    )
-                    .await;
-                }
+                let record = d.record.as_ref().expect("checked");
+                let message = not_active_message(ctx, app, &record.key_id, record.issued_at, &e).await;
                 return Ok(Outcome::Waiting {
                     reason: credential::ACTIVATING,
                     message,
@@ -599,58 +757,153 @@ async fn deliver_credential(
         }
     }
 
+    // (provider) Promote a staged secret once the provider accepts it.
+    let mut rotation_note = None;
+    if let (Some(pending), Some(pending_value)) = (
+        d.record.as_ref().and_then(|r| r.pending.clone()),
+        d.pending_value.clone(),
+    ) {
+        match graph.verify_client_secret(app_id, &pending_value).await {
+            Ok(()) => {
+                let record = d.record.as_mut().expect("checked");
+                record.previous.push(PreviousKey {
+                    key_id: record.key_id.clone(),
+                    revoke_after: ctx.now() + signed(gate.policy.revoke_previous_after),
+                });
+                let old = std::mem::replace(&mut record.key_id, pending.key_id.clone());
+                record.issued_at = pending.issued_at;
+                record.expires_at = pending.expires_at;
+                record.verified_at = Some(ctx.now());
+                record.pending = None;
+                d.value = Some(pending_value);
+                d.pending_value = None;
+                d.write().await?;
+                let note = format!("secret {} replaced {old} in Secret {secret_name}", pending.key_id);
+                events::publish(ctx, app, EventType::Normal, "Rotated", "IssueCredential", note).await;
+            }
+            Err(e) if !e.is_transient() => {
+                let message = not_active_message(ctx, app, &pending.key_id, pending.issued_at, &e).await;
+                rotation_note = Some(format!("; rotation in progress: {message}"));
+            }
+            Err(e) => return Err(Error::IssueCredential(GraphError::Token(e))),
+        }
+    }
+
     // (provider) Superseded keys past their grace, then keys nobody records.
+    let record = d.record.clone().expect("checked");
     let due = credential::revocable(ctx.now(), &record);
     if !due.is_empty() {
         for key in &due {
+            // Revoked already by a pass stopped before it could update the record: only the
+            // record changes (Entra answers 400 to removing an unknown key).
+            if !entra_app.passwords().iter().any(|k| k.key_id == *key) {
+                continue;
+            }
             revoke(graph, &entra_app.id, key).await?;
-            events::publish(
-                ctx,
-                app,
-                EventType::Normal,
-                "Revoked",
-                "RevokeCredential",
-                format!("revoked superseded secret {key}"),
-            )
-            .await;
+            let note = format!("revoked superseded secret {key}");
+            events::publish(ctx, app, EventType::Normal, "Revoked", "RevokeCredential", note).await;
         }
-        record.previous.retain(|p| !due.contains(&p.key_id));
-        write_secret(
-            &secrets,
-            true,
-            &secret::render(app, &secret_name, &details, &value, &record),
-        )
-        .await?;
+        d.record
+            .as_mut()
+            .expect("checked")
+            .previous
+            .retain(|p| !due.contains(&p.key_id));
+        d.write().await?;
     }
+    let record = d.record.clone().expect("checked");
     for key in credential::orphans(ctx.now(), entra_app.passwords(), Some(&record), &BTreeSet::new()) {
         if due.contains(&key) {
             continue;
         }
         revoke(graph, &entra_app.id, &key).await?;
+        let note = format!(
+            "revoked secret {key}, which no Secret records (left by an interrupted issue or added by hand)"
+        );
         events::publish(
             ctx,
             app,
             EventType::Warning,
             "RevokedUnrecorded",
             "RevokeCredential",
-            format!("revoked secret {key}, which no Secret records (left by an interrupted issue or added by hand)"),
+            note,
         )
         .await;
     }
     mirror(status, &record, &gate.policy);
 
-    let renew_at = credential::renew_at(&record, &gate.policy);
-    let mut next = until(ctx.now(), renew_at);
+    let mut next = until(ctx.now(), credential::renew_at(&record, &gate.policy));
     if let Some(first) = record.previous.iter().map(|p| p.revoke_after).min() {
         next = next.min(until(ctx.now(), first));
     }
+    if rotation_note.is_some() {
+        next = next.min(ACTIVATION_RECHECK);
+    }
     Ok(Outcome::Ready {
         message: format!(
-            "client {app_id} delivered in Secret {secret_name}; secret {} is live",
-            record.key_id
+            "client {app_id} delivered in Secret {secret_name}; secret {} is live{}",
+            record.key_id,
+            rotation_note.unwrap_or_default()
         ),
         requeue: next.clamp(Duration::from_secs(1), ctx.settings.resync_period),
     })
+}
+
+/// `addPassword`, or the refusal users read when the provider's policy rejects the lifetime.
+async fn issue(
+    graph: &GraphClient,
+    object_id: &str,
+    reason: credential::IssueReason,
+    end: Timestamp,
+    freshness: Freshness,
+    policy: &EffectivePolicy,
+) -> Result<std::result::Result<azure::IssuedPassword, Outcome>> {
+    let request = AddPasswordRequest {
+        display_name: Some(format!("dcr-operator {}", reason.as_str())),
+        start_date_time: None,
+        end_date_time: chrono::DateTime::from_timestamp(end.as_second(), 0),
+    };
+    match graph.add_password(object_id, &request, freshness).await {
+        Ok(p) => Ok(Ok(p)),
+        Err(GraphError::BadRequest(info)) => Ok(Err(Outcome::Waiting {
+            reason: Reason::CredentialPolicyViolation,
+            message: format!(
+                "the provider refused a secret valid for {} ({}: {}); a tenant policy may cap secret lifetimes: lower spec.credentials.lifetime",
+                humantime::format_duration(policy.lifetime),
+                info.code,
+                info.message
+            ),
+            requeue: Duration::from_secs(300),
+        })),
+        Err(e) => Err(Error::IssueCredential(e)),
+    }
+}
+
+/// Says a secret is not accepted yet; a Warning Event once it has taken too long.
+async fn not_active_message(
+    ctx: &Context,
+    app: &Application,
+    key_id: &str,
+    issued_at: Timestamp,
+    e: &TokenError,
+) -> String {
+    let waited = ctx.now().duration_since(issued_at);
+    let message = format!(
+        "secret {key_id} is stored but not accepted by the provider yet ({}), after {}s",
+        e.reason(),
+        waited.as_secs()
+    );
+    if waited.as_secs_f64() > ctx.settings.activation_timeout.as_secs_f64() {
+        events::publish(
+            ctx,
+            app,
+            EventType::Warning,
+            "CredentialNotActive",
+            "VerifyCredential",
+            message.clone(),
+        )
+        .await;
+    }
+    message
 }
 
 async fn revoke(graph: &GraphClient, object_id: &str, key_id: &str) -> Result<()> {

@@ -1,0 +1,490 @@
+//! Credential lifecycle and drift repair, end to end: rotation (on request and before
+//! expiry) with no window in which the Secret holds a failing secret, the compromise
+//! response, and every out-of-band change at the provider or to the Secret repaired.
+
+mod support;
+
+use dcr_operator::crd::Application;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use support::cluster::{wait_for, TIMEOUT};
+use support::scenario::{secret_data, Profile, Scenario};
+
+/// The Application's live key id, secret name and client id once Ready.
+async fn ready_app(s: &Scenario, name: &str) -> (Application, String) {
+    let app = s.wait_ready(&s.apps(), name, "True", Some("Ready")).await;
+    let key = app
+        .status
+        .as_ref()
+        .unwrap()
+        .credential
+        .as_ref()
+        .unwrap()
+        .key_id
+        .clone();
+    (app, key)
+}
+
+/// Sets the strategy's credential policy (merge patch).
+async fn set_policy(s: &Scenario, credentials: Value) {
+    let patch = json!({"spec": {"credentials": credentials}});
+    s.strategies()
+        .patch(&s.strategy, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    s.wait_ready(&s.strategies(), &s.strategy, "True", Some("Ready"))
+        .await;
+}
+
+/// Touches the Application so it is reconciled now rather than at the next resync.
+async fn poke(s: &Scenario, name: &str) {
+    let patch =
+        json!({"metadata": {"annotations": {"test.dcr-operator.io/poke": uuid::Uuid::new_v4().to_string()}}});
+    s.apps()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+async fn annotate(s: &Scenario, name: &str, key: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    s.apps()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Key ids of the application's passwords at the provider.
+fn provider_keys(s: &Scenario, client_id: &str) -> Vec<String> {
+    let state = s.emu.state();
+    let mut keys: Vec<String> = state
+        .application(client_id)
+        .map(|a| a.passwords.iter().map(|p| p.key_id.clone()).collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// A Graph call made out of band with the admin app's token; throttled and unavailable
+/// answers are retried after their Retry-After (the fault profiles inject them).
+async fn graph(
+    s: &Scenario,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::StatusCode {
+    let token = s.emu.mint_token(&s.admin);
+    for _ in 0..20 {
+        let mut req = s
+            .emu
+            .http_client()
+            .request(method.clone(), format!("{}{path}", s.emu.graph_v1()))
+            .bearer_auth(&token);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("graph call");
+        let status = resp.status();
+        if status != reqwest::StatusCode::TOO_MANY_REQUESTS
+            && status != reqwest::StatusCode::SERVICE_UNAVAILABLE
+        {
+            return status;
+        }
+        let wait = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse::<f64>().ok())
+            .unwrap_or(0.5);
+        // Honouring the server's Retry-After is the protocol, not synchronisation.
+        tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+    }
+    panic!("{method} {path} stayed throttled");
+}
+
+fn status_of(app: &Application) -> dcr_operator::crd::ApplicationStatus {
+    app.status.clone().unwrap_or_default()
+}
+
+/// Polls the Secret and proves its credentials until stopped; counts failures.
+fn prove_continuously(
+    s: &Scenario,
+    secret: &str,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU32>,
+    Arc<AtomicU32>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU32::new(0));
+    let failed = Arc::new(AtomicU32::new(0));
+    let (secrets, http, tenant) = (s.secrets(), s.emu.http_client(), s.admin.tenant_id.clone());
+    let token_url = s.emu.token_url(&tenant);
+    let (stop2, ok2, failed2, name) = (stop.clone(), ok.clone(), failed.clone(), secret.to_string());
+    let task = tokio::spawn(async move {
+        while !stop2.load(Ordering::SeqCst) {
+            let data = secret_data(&secrets.get(&name).await.unwrap());
+            let resp = http
+                .post(&token_url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", data["client_id"].as_str()),
+                    ("client_secret", data["client_secret"].as_str()),
+                    ("scope", "https://graph.microsoft.com/.default"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            if resp.status().is_success() {
+                &ok2
+            } else {
+                &failed2
+            }
+            .fetch_add(1, Ordering::SeqCst);
+            // Pacing of a consumer re-reading its Secret, not synchronisation.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    (stop, ok, failed, task)
+}
+
+macro_rules! both_profiles {
+    ($scenario:ident) => {
+        mod $scenario {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ideal() {
+                super::$scenario(stringify!($scenario), Profile::Ideal).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lag_and_throttling() {
+                super::$scenario(stringify!($scenario), Profile::LagAndThrottling).await
+            }
+        }
+    };
+}
+
+both_profiles!(rotation_on_request_never_hands_out_a_failing_secret);
+
+async fn rotation_on_request_never_hands_out_a_failing_secret(test: &str, profile: Profile) {
+    let s = Scenario::start(test, profile).await;
+    set_policy(&s, json!({"revokePreviousAfter": "2s"})).await;
+    s.create_app("rot", json!({})).await;
+    let (app, old_key) = ready_app(&s, "rot").await;
+    let client_id = status_of(&app).client_id.unwrap();
+    let old_secret = secret_data(&s.secrets().get("rot-credentials").await.unwrap())["client_secret"].clone();
+
+    let (stop, ok, failed, prover) = prove_continuously(&s, "rot-credentials");
+    annotate(&s, "rot", "dcr-operator.io/rotate", "2026-11-21T13:00").await;
+    let new_key = wait_for(
+        "the rotation to complete and the old key to be revoked",
+        TIMEOUT,
+        || async {
+            let app = s.apps().get("rot").await?;
+            let st = status_of(&app);
+            let key = st.credential.map(|c| c.key_id).unwrap_or_default();
+            let done =
+                key != old_key && st.pending_credential.is_none() && st.previous_credentials.is_empty();
+            let keys = provider_keys(&s, &client_id);
+            Ok::<_, kube::Error>((done && keys == vec![key.clone()]).then_some(key))
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    prover.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "the Secret always held a working secret"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 0);
+    assert_ne!(new_key, old_key);
+    let data = secret_data(&s.secrets().get("rot-credentials").await.unwrap());
+    assert!(
+        !data.contains_key(".pending_client_secret"),
+        "no staged secret left"
+    );
+    assert!(
+        s.token_with(&data["token_url"], &client_id, &old_secret)
+            .await
+            .is_err(),
+        "the old secret is revoked"
+    );
+    assert_eq!(
+        status_of(&s.apps().get("rot").await.unwrap())
+            .last_rotate_request
+            .as_deref(),
+        Some("2026-11-21T13:00")
+    );
+    let reasons: Vec<String> = s.events().await.into_iter().filter_map(|e| e.reason).collect();
+    for r in ["Rotating", "Rotated", "Revoked"] {
+        assert!(reasons.iter().any(|x| x == r), "Event {r} in {reasons:?}");
+    }
+    s.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_renewed_before_they_expire() {
+    let s = Scenario::start("renewal", Profile::Ideal).await;
+    // Renew 45 s before a 60 s lifetime ends: 15 s after issue.
+    set_policy(
+        &s,
+        json!({"lifetime": "60s", "renewBefore": "45s", "maxLifetime": "60s", "revokePreviousAfter": "1s"}),
+    )
+    .await;
+    s.create_app("short", json!({})).await;
+    let (app, first) = ready_app(&s, "short").await;
+    let st = status_of(&app);
+    let credential = st.credential.unwrap();
+    let lifetime = credential
+        .expires_at
+        .0
+        .duration_since(credential.issued_at.0)
+        .as_secs();
+    assert!(
+        (55..=61).contains(&lifetime),
+        "issued for the policy's lifetime, got {lifetime}s"
+    );
+    assert_eq!(
+        credential
+            .renew_at
+            .0
+            .duration_since(credential.issued_at.0)
+            .as_secs(),
+        15
+    );
+    let renewed = wait_for(
+        "the secret to be renewed without any request",
+        std::time::Duration::from_secs(60),
+        || async {
+            let st = status_of(&s.apps().get("short").await?);
+            let key = st.credential.map(|c| c.key_id).unwrap_or_default();
+            Ok::<_, kube::Error>((key != first && st.pending_credential.is_none()).then_some(key))
+        },
+    )
+    .await;
+    let data = secret_data(&s.secrets().get("short-credentials").await.unwrap());
+    s.token_with(&data["token_url"], &data["client_id"], &data["client_secret"])
+        .await
+        .expect("renewed secret works");
+    assert_ne!(renewed, first);
+    s.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_all_kills_every_other_secret_at_once() {
+    let s = Scenario::start("revoke-all", Profile::Ideal).await;
+    s.create_app("leaked", json!({})).await;
+    let (app, old_key) = ready_app(&s, "leaked").await;
+    let client_id = status_of(&app).client_id.unwrap();
+    let old = secret_data(&s.secrets().get("leaked-credentials").await.unwrap());
+    annotate(&s, "leaked", "dcr-operator.io/revoke-all", "incident-42").await;
+    let new_key = wait_for("a new secret and no other", TIMEOUT, || async {
+        let st = status_of(&s.apps().get("leaked").await?);
+        let key = st.credential.map(|c| c.key_id).unwrap_or_default();
+        let keys = provider_keys(&s, &client_id);
+        Ok::<_, kube::Error>(
+            (key != old_key
+                && keys == vec![key.clone()]
+                && st.last_revoke_all_request.as_deref() == Some("incident-42"))
+            .then_some(key),
+        )
+    })
+    .await;
+    assert!(
+        s.token_with(&old["token_url"], &client_id, &old["client_secret"])
+            .await
+            .is_err(),
+        "old secret dead"
+    );
+    let data = secret_data(&s.secrets().get("leaked-credentials").await.unwrap());
+    s.wait_ready(&s.apps(), "leaked", "True", Some("Ready")).await;
+    s.token_with(&data["token_url"], &client_id, &data["client_secret"])
+        .await
+        .expect("new secret works");
+    assert!(!new_key.is_empty());
+    let reasons: Vec<String> = s.events().await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "RevokedAll"), "{reasons:?}");
+    s.teardown().await;
+}
+
+both_profiles!(drift_at_the_provider_is_repaired);
+
+async fn drift_at_the_provider_is_repaired(test: &str, profile: Profile) {
+    let s = Scenario::start(test, profile).await;
+    s.create_app("drift", json!({"displayName": "Drift"})).await;
+    let (app, key) = ready_app(&s, "drift").await;
+    let st = status_of(&app);
+    let (client_id, object_id) = (st.client_id.unwrap(), st.application_object_id.unwrap());
+    let token_url = s.emu.token_url(&s.admin.tenant_id);
+
+    // A managed field changed out of band is re-applied.
+    let path = format!("/applications/{object_id}");
+    assert!(graph(
+        &s,
+        reqwest::Method::PATCH,
+        &path,
+        Some(json!({"displayName": "hijacked"}))
+    )
+    .await
+    .is_success());
+    poke(&s, "drift").await;
+    wait_for("the display name to be re-applied", TIMEOUT, || async {
+        Ok::<_, String>(
+            s.emu
+                .state()
+                .application(&client_id)
+                .is_some_and(|a| a.display_name == "Drift")
+                .then_some(()),
+        )
+    })
+    .await;
+
+    // A password no Secret records (added by hand, here dated back past the replication
+    // window) is revoked.
+    let start = (chrono::Utc::now() - chrono::Duration::minutes(10)).to_rfc3339();
+    let body = json!({"passwordCredential": {"displayName": "by hand", "startDateTime": start}});
+    assert!(graph(
+        &s,
+        reqwest::Method::POST,
+        &format!("{path}/addPassword"),
+        Some(body)
+    )
+    .await
+    .is_success());
+    assert_eq!(provider_keys(&s, &client_id).len(), 2);
+    poke(&s, "drift").await;
+    wait_for("the unrecorded password to be revoked", TIMEOUT, || async {
+        Ok::<_, String>((provider_keys(&s, &client_id) == vec![key.clone()]).then_some(()))
+    })
+    .await;
+
+    // A deleted service principal is created again.
+    let sp = s.emu.state().service_principal(&client_id).unwrap().id.clone();
+    assert!(graph(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/servicePrincipals/{sp}"),
+        None
+    )
+    .await
+    .is_success());
+    poke(&s, "drift").await;
+    wait_for("the service principal to be recreated", TIMEOUT, || async {
+        let state = s.emu.state();
+        let recreated = state
+            .service_principals()
+            .any(|p| p.app_id == client_id && p.deleted_date_time.is_none());
+        Ok::<_, String>(recreated.then_some(()))
+    })
+    .await;
+    s.wait_ready(&s.apps(), "drift", "True", Some("Ready")).await;
+
+    // An application deleted out of band is restored from deleted items: same client,
+    // same secret.
+    let secret = secret_data(&s.secrets().get("drift-credentials").await.unwrap())["client_secret"].clone();
+    assert!(graph(&s, reqwest::Method::DELETE, &path, None).await.is_success());
+    poke(&s, "drift").await;
+    wait_for("the application to be restored", TIMEOUT, || async {
+        Ok::<_, String>(
+            s.emu
+                .state()
+                .application(&client_id)
+                .is_some_and(|a| a.deleted_date_time.is_none())
+                .then_some(()),
+        )
+    })
+    .await;
+    wait_for("the restored client's secret to work again", TIMEOUT, || async {
+        s.token_with(&token_url, &client_id, &secret).await.map(Some)
+    })
+    .await;
+    let app = s.wait_ready(&s.apps(), "drift", "True", Some("Ready")).await;
+    assert_eq!(
+        status_of(&app).client_id.as_deref(),
+        Some(client_id.as_str()),
+        "restored, not replaced"
+    );
+
+    // Deleted and purged: a new client with a new secret is delivered.
+    assert!(graph(&s, reqwest::Method::DELETE, &path, None).await.is_success());
+    assert!(graph(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/directory/deletedItems/{object_id}"),
+        None
+    )
+    .await
+    .is_success());
+    poke(&s, "drift").await;
+    let new_client = wait_for("a new client to be registered and delivered", TIMEOUT, || async {
+        let app = s.apps().get("drift").await?;
+        let st = status_of(&app);
+        let ready = Scenario::ready_condition(&app)["status"] == "True";
+        let delivered = secret_data(&s.secrets().get("drift-credentials").await?)["client_id"].clone();
+        Ok::<_, kube::Error>(
+            st.client_id
+                .filter(|c| *c != client_id && ready && *c == delivered),
+        )
+    })
+    .await;
+    let data = secret_data(&s.secrets().get("drift-credentials").await.unwrap());
+    s.token_with(&token_url, &new_client, &data["client_secret"])
+        .await
+        .expect("the new client works");
+    s.teardown().await;
+}
+
+both_profiles!(a_secret_deleted_or_edited_by_hand_is_reissued);
+
+async fn a_secret_deleted_or_edited_by_hand_is_reissued(test: &str, profile: Profile) {
+    let s = Scenario::start(test, profile).await;
+    set_policy(&s, json!({"revokePreviousAfter": "2s"})).await;
+    s.create_app("fragile", json!({})).await;
+    let (app, first) = ready_app(&s, "fragile").await;
+    let client_id = status_of(&app).client_id.unwrap();
+
+    s.secrets()
+        .delete("fragile-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = wait_for("a new secret after the Secret was deleted", TIMEOUT, || async {
+        let st = status_of(&s.apps().get("fragile").await?);
+        let key = st.credential.map(|c| c.key_id).unwrap_or_default();
+        let exists = s.secrets().get_opt("fragile-credentials").await?.is_some();
+        Ok::<_, kube::Error>(
+            (exists && key != first && provider_keys(&s, &client_id) == vec![key.clone()]).then_some(key),
+        )
+    })
+    .await;
+
+    let patch = json!({"stringData": {"client_secret": "edited-by-hand"}});
+    s.secrets()
+        .patch(
+            "fragile-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let third = wait_for("a new secret after client_secret was edited", TIMEOUT, || async {
+        let st = status_of(&s.apps().get("fragile").await?);
+        let key = st.credential.map(|c| c.key_id).unwrap_or_default();
+        Ok::<_, kube::Error>(
+            (key != second && provider_keys(&s, &client_id) == vec![key.clone()]).then_some(key),
+        )
+    })
+    .await;
+    assert_ne!(third, first);
+    let data = secret_data(&s.secrets().get("fragile-credentials").await.unwrap());
+    s.wait_ready(&s.apps(), "fragile", "True", Some("Ready")).await;
+    s.token_with(&data["token_url"], &client_id, &data["client_secret"])
+        .await
+        .expect("re-issued secret works");
+    let owner = s.secrets().get("fragile-credentials").await.unwrap();
+    assert_eq!(owner.owner_references()[0].uid, app.uid().unwrap());
+    s.teardown().await;
+}
