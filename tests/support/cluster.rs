@@ -101,7 +101,10 @@ impl ServerVersion {
 /// The cluster of this test binary.
 pub struct Cluster {
     kubeconfig: PathBuf,
-    local: Option<ControlPlane>,
+    /// Behind a lock because restarting the apiserver needs `&mut ControlPlane` and the
+    /// cluster is a shared `&'static` (see [`Cluster::restart_apiserver`]). A tokio lock:
+    /// it is held across the restart's awaits, and works from any test's runtime.
+    local: Option<tokio::sync::Mutex<ControlPlane>>,
     version: ServerVersion,
     crds: Vec<String>,
 }
@@ -203,7 +206,7 @@ async fn init() -> BoxResult<Cluster> {
     }
     Ok(Cluster {
         kubeconfig,
-        local,
+        local: local.map(tokio::sync::Mutex::new),
         version,
         crds,
     })
@@ -222,9 +225,36 @@ impl Cluster {
         &self.kubeconfig
     }
 
-    /// The local control plane, `None` on a cluster of the user's.
-    pub fn local(&self) -> Option<&ControlPlane> {
-        self.local.as_ref()
+    /// The local control plane (locked while in use), `None` on a cluster of the user's.
+    pub async fn local(&self) -> Option<tokio::sync::MutexGuard<'_, ControlPlane>> {
+        match &self.local {
+            Some(cp) => Some(cp.lock().await),
+            None => None,
+        }
+    }
+
+    /// Whether the tests started the control plane (and so can restart its processes).
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// Restarts kube-apiserver of the **shared** local control plane (same port, etcd
+    /// data, flags and credentials; see `ControlPlane::restart_apiserver`) and waits until
+    /// it is ready again; returns how long it was away. Every client and watcher of the
+    /// test binary sees its connections drop, so only a test binary whose tests expect
+    /// that may call it (e.g. `tests/soak.rs`, one test at a time); tests that want a
+    /// restart without disturbing others use [`private_control_plane`].
+    ///
+    /// `None` on a cluster of the user's (nothing to restart): the caller skips, saying so.
+    pub async fn restart_apiserver(&self) -> Option<BoxResult<Duration>> {
+        let mut cp = self.local.as_ref()?.lock().await;
+        let t0 = Instant::now();
+        Some(
+            cp.restart_apiserver()
+                .await
+                .map(|()| t0.elapsed())
+                .map_err(Into::into),
+        )
     }
 
     pub fn version(&self) -> &ServerVersion {
@@ -240,8 +270,11 @@ impl Cluster {
     /// [`operator_user()`]). `None` on a cluster of the user's: use
     /// [`TestNamespace::service_account_client`] there.
     pub async fn client_for_user(&self, user: &str) -> Option<Client> {
-        let cp = self.local.as_ref()?;
-        let path = cp
+        let path = self
+            .local
+            .as_ref()?
+            .lock()
+            .await
             .kubeconfig_for_user(user)
             .unwrap_or_else(|e| panic!("kubeconfig for {user}: {e}"));
         Some(
