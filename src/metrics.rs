@@ -50,6 +50,12 @@ pub struct Metrics {
     graph_throttled: Family<OperationLabels, Counter>,
     credential_expiry: Family<ApplicationLabels, Gauge<f64, AtomicU64>>,
     application_ready: Family<ApplicationLabels, Gauge>,
+    orphaned_applications: Family<ProviderLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
 }
 
 impl Default for Metrics {
@@ -93,8 +99,15 @@ impl Default for Metrics {
             "1 when an Application is Ready, 0 otherwise",
             application_ready.clone(),
         );
+        let orphaned_applications = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "orphaned_applications",
+            "Applications at the provider tagged by this cluster that no Application owns",
+            orphaned_applications.clone(),
+        );
         Self {
             registry,
+            orphaned_applications,
             reconciles,
             reconcile_duration,
             graph_requests,
@@ -150,6 +163,15 @@ impl Metrics {
         };
         self.application_ready.remove(&labels);
         self.credential_expiry.remove(&labels);
+    }
+
+    pub fn set_orphaned_applications(&self, provider: &str, count: u32) {
+        let labels = ProviderLabels {
+            provider: provider.into(),
+        };
+        self.orphaned_applications
+            .get_or_create(&labels)
+            .set(i64::from(count));
     }
 
     /// The text exposition format.

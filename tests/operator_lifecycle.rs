@@ -488,3 +488,90 @@ async fn a_secret_deleted_or_edited_by_hand_is_reissued(test: &str, profile: Pro
     assert_eq!(owner.owner_references()[0].uid, app.uid().unwrap());
     s.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
+    let s = Scenario::start("orphans", Profile::Ideal).await;
+    s.wait_ready(&s.providers(), &s.provider, "True", Some("Ready"))
+        .await;
+
+    // A client released on purpose (deletionPolicy: Orphan) is untagged, never an orphan.
+    s.create_app("released", json!({"deletionPolicy": "Orphan"}))
+        .await;
+    let (app, _) = ready_app(&s, "released").await;
+    let released = status_of(&app).client_id.unwrap();
+    s.apps()
+        .delete("released", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::cluster::wait_deleted(&s.apps(), "released", TIMEOUT).await;
+    let tags = s.emu.state().application(&released).unwrap().tags.clone();
+    assert!(
+        tags.iter().all(|t| !t.starts_with("dcr-operator")),
+        "released client untagged: {tags:?}"
+    );
+
+    // An application tagged by this cluster for an Application that no longer exists.
+    let gone_uid = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "displayName": "left behind",
+        "tags": ["dcr-operator", format!("dcr-operator:cluster:{}", support::operator::CLUSTER_NAME), format!("dcr-operator:uid:{gone_uid}")],
+        "owners@odata.bind": [format!("{}/directoryObjects/{}", s.emu.graph_v1(), s.admin.sp_id)]
+    });
+    assert!(graph(&s, reqwest::Method::POST, "/applications", Some(body))
+        .await
+        .is_success());
+    let orphan = || {
+        let state = s.emu.state();
+        let found = state
+            .applications()
+            .find(|a| a.tags.iter().any(|t| t.ends_with(&gone_uid)))
+            .map(|a| (a.id.clone(), a.deleted_date_time.is_some()));
+        found
+    };
+
+    let poke_provider = |n: u32| {
+        let patch = json!({"metadata": {"annotations": {"test.dcr-operator.io/poke": n.to_string()}}});
+        let providers = s.providers();
+        let name = s.provider.clone();
+        async move {
+            providers
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap()
+        }
+    };
+    poke_provider(1).await;
+    wait_for("the orphan to be reported", TIMEOUT, || async {
+        let p = s.providers().get(&s.provider).await?;
+        Ok::<_, kube::Error>(
+            p.status
+                .is_some_and(|st| st.orphaned_applications == 1)
+                .then_some(()),
+        )
+    })
+    .await;
+    assert_eq!(orphan().map(|o| o.1), Some(false), "reported, not deleted");
+
+    let mut spec = s.provider_spec();
+    spec["azureAD"]["orphanedApplications"] = json!("Delete");
+    s.apply_provider_spec(spec).await;
+    wait_for(
+        "the orphan to be deleted once the provider opts in",
+        TIMEOUT,
+        || async {
+            let p = s.providers().get(&s.provider).await?;
+            let count = p.status.map(|st| st.orphaned_applications).unwrap_or(99);
+            Ok::<_, kube::Error>((count == 0 && orphan().is_some_and(|o| o.1)).then_some(()))
+        },
+    )
+    .await;
+    assert!(
+        s.emu
+            .state()
+            .application(&released)
+            .is_some_and(|a| a.deleted_date_time.is_none()),
+        "the released client was left alone"
+    );
+    s.teardown().await;
+}

@@ -2,20 +2,23 @@
 //! principal. Owns the provider's `Ready` condition; a bad configuration is a condition
 //! (`Ready=False` + reason) and a slow requeue, never a hot retry loop.
 
+use super::application::desired;
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events;
 use super::providers::ClientError;
 use super::status::apply_status;
 use crate::crd::conditions::{find_condition, set_condition, ConditionType, DesiredCondition, Reason};
-use crate::crd::provider::DcrProvider;
+use crate::crd::provider::{DcrProvider, DeletedApplicationsPolicy, OrphanedApplicationsPolicy};
 use crate::crd::strategy::AuthStrategy;
+use crate::crd::Application;
 use crate::idp::azure::{GraphError, TokenError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +46,12 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
 
     let verification = verify(&provider, &ctx).await?;
     let strategies = strategies_using(&ctx, &name).await?;
+    let ready_now = verification.condition.status == crate::crd::conditions::Status::True;
+    let orphans = if ready_now {
+        Some(sweep_orphans(&provider, &ctx).await?)
+    } else {
+        None
+    };
 
     let now = ctx.now();
     let old = provider.status.clone().unwrap_or_default();
@@ -58,6 +67,9 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
     );
     status.observed_generation = provider.metadata.generation;
     status.auth_strategies = strategies;
+    if let Some(count) = orphans {
+        status.orphaned_applications = count;
+    }
     status.active = strategies > 0;
     if verification.service_principal_id.is_some() {
         status.service_principal_id = verification.service_principal_id;
@@ -210,6 +222,76 @@ fn token_failure(e: &TokenError) -> Verification {
             Duration::from_secs(300)
         }),
     }
+}
+
+/// Applications at the provider tagged by this cluster whose Application is gone: counted
+/// in status and a metric, logged, and deleted only when the provider says `Delete`.
+async fn sweep_orphans(provider: &DcrProvider, ctx: &Context) -> Result<u32> {
+    let name = provider.name_any();
+    let graph = match ctx.providers.client_for(&ctx.client, provider).await {
+        Ok(c) => c,
+        Err(_) => {
+            return Ok(provider
+                .status
+                .as_ref()
+                .map(|s| s.orphaned_applications)
+                .unwrap_or_default())
+        }
+    };
+    let tag = desired::cluster_tag(&ctx.settings.cluster_name);
+    let tagged = graph
+        .list_applications_by_tag(&tag)
+        .await
+        .map_err(Error::ReadApplication)?;
+    let owners: HashSet<String> = Api::<Application>::all(ctx.client.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(|source| Error::ReadObject {
+            what: "Applications".into(),
+            source,
+        })?
+        .items
+        .into_iter()
+        .filter_map(|a| a.metadata.uid)
+        .collect();
+    let orphans: Vec<_> = tagged
+        .iter()
+        .filter(|a| a.deleted_date_time.is_none())
+        .filter(|a| desired::owner_uid(a.tags()).is_some_and(|uid| !owners.contains(uid)))
+        .collect();
+    ctx.metrics.set_orphaned_applications(&name, orphans.len() as u32);
+    let azure = provider.spec.azure_ad.as_ref();
+    let delete = azure.map(|a| a.orphaned_applications) == Some(OrphanedApplicationsPolicy::Delete);
+    for orphan in &orphans {
+        let client_id = orphan.app_id.clone().unwrap_or_default();
+        tracing::warn!(provider = %name, object_id = %orphan.id, client_id = %client_id, delete, "application tagged by this cluster has no Application");
+        if delete {
+            graph
+                .delete_application(&orphan.id)
+                .await
+                .map_err(Error::DeleteApplication)?;
+            if azure.map(|a| a.deleted_applications) == Some(DeletedApplicationsPolicy::Purge) {
+                graph
+                    .permanently_delete_application(&orphan.id)
+                    .await
+                    .map_err(Error::DeleteApplication)?;
+            }
+            let note = format!(
+                "deleted orphaned application {} (client {client_id}): no Application owns it",
+                orphan.id
+            );
+            events::publish(
+                ctx,
+                provider,
+                EventType::Normal,
+                "OrphanDeleted",
+                "SweepOrphans",
+                note,
+            )
+            .await;
+        }
+    }
+    Ok(if delete { 0 } else { orphans.len() as u32 })
 }
 
 async fn strategies_using(ctx: &Context, provider: &str) -> Result<u32> {

@@ -103,6 +103,22 @@ pub struct AzureAdProvider {
     /// items for 30 days (it still counts against the directory quota) unless purged.
     #[serde(default)]
     pub deleted_applications: DeletedApplicationsPolicy,
+
+    /// What happens to applications tagged by this cluster that no Application owns any
+    /// more (left by a deletion while the operator was down, or by hand): always reported
+    /// (status, metric, log); deleted only with `Delete`.
+    #[serde(default)]
+    pub orphaned_applications: OrphanedApplicationsPolicy,
+}
+
+/// Whether the operator deletes applications it tagged but no Application owns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum OrphanedApplicationsPolicy {
+    /// Report them only.
+    #[default]
+    Report,
+    /// Report and delete them.
+    Delete,
 }
 
 /// Microsoft national clouds.
@@ -175,6 +191,9 @@ pub struct DcrProviderStatus {
     /// application the operator creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_principal_id: Option<String>,
+    /// Applications tagged by this cluster at the provider that no Application owns.
+    #[serde(default)]
+    pub orphaned_applications: u32,
     /// When the admin credentials last obtained a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<Time>,

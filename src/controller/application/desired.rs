@@ -16,11 +16,22 @@ pub fn unique_name(cluster: &str, uid: &str) -> String {
     format!("dcr-{cluster}-{uid}")
 }
 
+/// The tag every application registered by this cluster carries.
+pub fn cluster_tag(cluster: &str) -> String {
+    format!("{TAG_MANAGED}:cluster:{cluster}")
+}
+
+/// The UID of the Application an application was registered for, from its tags.
+pub fn owner_uid(tags: &[String]) -> Option<&str> {
+    tags.iter()
+        .find_map(|t| t.strip_prefix(&format!("{TAG_MANAGED}:uid:")))
+}
+
 /// Tags recording who owns the provider-side object.
 pub fn ownership_tags(cluster: &str, app: &Application) -> Vec<String> {
     vec![
         TAG_MANAGED.to_string(),
-        format!("{TAG_MANAGED}:cluster:{cluster}"),
+        cluster_tag(cluster),
         format!("{TAG_MANAGED}:namespace:{}", app.namespace().unwrap_or_default()),
         format!("{TAG_MANAGED}:name:{}", app.name_any()),
         format!("{TAG_MANAGED}:uid:{}", app.uid().unwrap_or_default()),
@@ -221,6 +232,14 @@ mod tests {
         assert_eq!(patch.display_name.as_deref(), Some("team/orders"));
         assert_eq!(patch.web.unwrap().redirect_uris, vec!["https://a/cb".to_string()]);
         assert!(patch.tags.is_none() && patch.description.is_none());
+    }
+
+    #[test]
+    fn the_owner_uid_is_read_back_from_the_tags() {
+        let tags = ownership_tags("prod", &app());
+        assert_eq!(owner_uid(&tags), Some("6c1e"));
+        assert!(tags.contains(&cluster_tag("prod")));
+        assert_eq!(owner_uid(&["other".to_string()]), None);
     }
 
     #[test]

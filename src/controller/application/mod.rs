@@ -990,6 +990,68 @@ fn until(now: Timestamp, then: Timestamp) -> Duration {
     Duration::try_from(then.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
+/// Drops this cluster's ownership tags from an application left behind on purpose, so the
+/// orphan sweep never reports or deletes it. Nothing to do when it was never registered or
+/// its provider is gone.
+async fn release(app: &Application, ctx: &Context, status: &ApplicationStatus) -> Result<()> {
+    let Some(object_id) = &status.application_object_id else {
+        return Ok(());
+    };
+    let Some(strategy) = Api::<AuthStrategy>::all(ctx.client.clone())
+        .get_opt(&app.spec.auth_strategy_ref.name)
+        .await
+        .map_err(|source| Error::ReadObject {
+            what: "the AuthStrategy".into(),
+            source,
+        })?
+    else {
+        return Ok(());
+    };
+    let Some(provider) = Api::<DcrProvider>::all(ctx.client.clone())
+        .get_opt(&strategy.spec.provider_ref.name)
+        .await
+        .map_err(|source| Error::ReadObject {
+            what: "the DcrProvider".into(),
+            source,
+        })?
+    else {
+        return Ok(());
+    };
+    let graph = match ctx.providers.client_for(&ctx.client, &provider).await {
+        Ok(c) => c,
+        Err(ClientError::Kube { source, .. }) => {
+            return Err(Error::ReadObject {
+                what: "the DcrProvider's Secret".into(),
+                source,
+            })
+        }
+        Err(e) => {
+            return Err(Error::ProviderConfig(crate::idp::azure::ConfigError::Invalid(
+                e.to_string(),
+            )))
+        }
+    };
+    let current = match graph.get_application(object_id, Freshness::Settled).await {
+        Ok(a) => a,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(Error::ReadApplication(e)),
+    };
+    let kept: Vec<String> = current
+        .tags()
+        .iter()
+        .filter(|t| !t.starts_with(desired::TAG_MANAGED))
+        .cloned()
+        .collect();
+    let patch = azure::ApplicationPatch {
+        tags: Some(kept),
+        ..Default::default()
+    };
+    graph
+        .update_application(object_id, &patch, Freshness::Settled)
+        .await
+        .map_err(Error::UpdateApplication)
+}
+
 /// Removes the provider side unless the Application says Orphan. A provider that no longer
 /// exists cannot be cleaned: that is reported and deletion goes on.
 async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
@@ -997,6 +1059,7 @@ async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
     ctx.metrics.forget_application(&namespace, &app.name_any());
     let status = app.status.clone().unwrap_or_default();
     if app.spec.deletion_policy == DeletionPolicy::Orphan {
+        release(app, ctx, &status).await?;
         let note = format!(
             "left client {} at the provider (deletionPolicy: Orphan)",
             status.client_id.unwrap_or_else(|| "(never registered)".into())
