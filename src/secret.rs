@@ -7,7 +7,7 @@
 //! revocation, so a lost status can be rebuilt from the Secret and no live key is revoked by
 //! mistake. A SHA-256 digest of `client_secret` reveals a hand edit of the value.
 
-use crate::crd::application::Application;
+use crate::crd::application::{Application, SecretTemplate};
 use crate::sensitive::SecretString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
@@ -54,6 +54,126 @@ impl ConnectionDetails {
             ("auth_methods", &self.auth_methods),
         ]
     }
+}
+
+/// The standard fields, by their default key names.
+pub const FIELDS: [&str; 8] = [
+    "client_id",
+    "client_secret",
+    "tenant_id",
+    "issuer",
+    "token_url",
+    "token_url_v1",
+    "scope",
+    "auth_methods",
+];
+
+/// Where each field goes in the Secret, and what else is composed from them: the
+/// Application's `secret.template`, checked once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretLayout {
+    /// Field name -> key name, for all of [`FIELDS`].
+    names: BTreeMap<&'static str, String>,
+    /// Extra key -> template with `{{ field }}` placeholders.
+    extra: BTreeMap<String, String>,
+    type_: String,
+}
+
+impl Default for SecretLayout {
+    fn default() -> Self {
+        Self::new(None).expect("the default layout is valid")
+    }
+}
+
+impl SecretLayout {
+    /// The layout a template asks for, or why it cannot be built.
+    pub fn new(template: Option<&SecretTemplate>) -> Result<Self, String> {
+        let default = SecretTemplate::default();
+        let t = template.unwrap_or(&default);
+        let mut names = BTreeMap::new();
+        for field in FIELDS {
+            names.insert(
+                field,
+                t.keys.get(field).cloned().unwrap_or_else(|| field.to_string()),
+            );
+        }
+        if let Some(unknown) = t.keys.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(format!(
+                "secret.template.keys: {unknown} is not a credential field ({})",
+                FIELDS.join(", ")
+            ));
+        }
+        let mut used: Vec<&str> = names.values().map(String::as_str).collect();
+        used.extend(t.data.keys().map(String::as_str));
+        used.push(KEY_PENDING_SECRET);
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = used.iter().find(|k| !seen.insert(**k)) {
+            return Err(format!("secret.template: the key {dup} is used twice"));
+        }
+        for (key, template) in &t.data {
+            if let Err(e) = compose(template, &|_| Some("")) {
+                return Err(format!("secret.template.data.{key}: {e}"));
+            }
+        }
+        Ok(Self {
+            names,
+            extra: t.data.clone(),
+            type_: t.type_.clone().unwrap_or_else(|| "Opaque".into()),
+        })
+    }
+
+    fn key(&self, field: &str) -> &str {
+        &self.names[field]
+    }
+
+    /// The Secret's data for these values.
+    fn data(
+        &self,
+        details: &ConnectionDetails,
+        client_secret: &SecretString,
+    ) -> BTreeMap<String, ByteString> {
+        let value = |field: &str| -> Option<&str> {
+            if field == KEY_CLIENT_SECRET {
+                return Some(client_secret.expose());
+            }
+            details
+                .entries()
+                .iter()
+                .find(|(k, _)| *k == field)
+                .map(|(_, v)| *v)
+        };
+        let mut data: BTreeMap<String, ByteString> = FIELDS
+            .iter()
+            .filter_map(|f| value(f).map(|v| (self.key(f).to_string(), ByteString(v.as_bytes().to_vec()))))
+            .collect();
+        for (key, template) in &self.extra {
+            let text = compose(template, &value).expect("checked when the layout was built");
+            data.insert(key.clone(), ByteString(text.into_bytes()));
+        }
+        data
+    }
+}
+
+/// Replaces `{{ field }}` placeholders; an unknown field or an unclosed `{{` is an error.
+fn compose<'a>(template: &str, value: &dyn Fn(&str) -> Option<&'a str>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or("an unclosed {{")?;
+        let field = after[..end].trim();
+        if !FIELDS.contains(&field) {
+            return Err(format!(
+                "unknown field {{{{ {field} }}}} (known: {})",
+                FIELDS.join(", ")
+            ));
+        }
+        out.push_str(value(field).ok_or_else(|| format!("no value for {field}"))?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// The credential bookkeeping stored on the Secret (never a secret value).
@@ -120,11 +240,11 @@ pub fn is_owned_by(secret: &Secret, app: &Application) -> bool {
         .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref() && o.kind == "Application")
 }
 
-/// Reads the credential state from an owned Secret.
-pub fn read(secret: &Secret, expected: &ConnectionDetails) -> StoredCredential {
+/// Reads the credential state from an owned Secret laid out as `layout`.
+pub fn read(secret: &Secret, layout: &SecretLayout, expected: &ConnectionDetails) -> StoredCredential {
     let data = secret.data.clone().unwrap_or_default();
     let value = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
-    let client_secret = value(KEY_CLIENT_SECRET)
+    let client_secret = value(layout.key(KEY_CLIENT_SECRET))
         .filter(|s| !s.is_empty())
         .map(SecretString::new);
     let pending_secret = value(KEY_PENDING_SECRET)
@@ -139,10 +259,16 @@ pub fn read(secret: &Secret, expected: &ConnectionDetails) -> StoredCredential {
         (None, _) => false,
         (Some(_), None) => true,
     };
-    let details_stale = expected
-        .entries()
-        .iter()
-        .any(|(k, v)| value(k).as_deref() != Some(*v));
+    // Anything else differing from what the layout would write (a key edited or removed by
+    // hand, a changed template or connection detail) is rewritten.
+    let details_stale = match &client_secret {
+        Some(s) => {
+            let mut actual = data.clone();
+            actual.remove(KEY_PENDING_SECRET);
+            actual != layout.data(expected, s) || secret.type_.as_deref() != Some(layout.type_.as_str())
+        }
+        None => true,
+    };
     StoredCredential {
         record,
         client_secret,
@@ -152,10 +278,17 @@ pub fn read(secret: &Secret, expected: &ConnectionDetails) -> StoredCredential {
     }
 }
 
+/// Whether the existing Secret's type differs from the layout's (the type of a Secret
+/// cannot change: it must be created again).
+pub fn type_differs(secret: &Secret, layout: &SecretLayout) -> bool {
+    secret.type_.as_deref().unwrap_or("Opaque") != layout.type_
+}
+
 /// Builds the whole Secret `name` for `app`.
 pub fn render(
     app: &Application,
     name: &str,
+    layout: &SecretLayout,
     details: &ConnectionDetails,
     client_secret: &SecretString,
     pending_secret: Option<&SecretString>,
@@ -171,23 +304,13 @@ pub fn render(
         serde_json::to_string(record).expect("serializable"),
     );
     annotations.insert(ANNOTATION_DIGEST.into(), digest(client_secret));
-
-    let mut data: BTreeMap<String, ByteString> = details
-        .entries()
-        .iter()
-        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-        .collect();
-    data.insert(
-        KEY_CLIENT_SECRET.into(),
-        ByteString(client_secret.expose().as_bytes().to_vec()),
-    );
+    let mut data = layout.data(details, client_secret);
     if let Some(pending) = pending_secret {
         data.insert(
             KEY_PENDING_SECRET.into(),
             ByteString(pending.expose().as_bytes().to_vec()),
         );
     }
-
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -197,7 +320,7 @@ pub fn render(
             owner_references: app.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
-        type_: Some("Opaque".into()),
+        type_: Some(layout.type_.clone()),
         data: Some(data),
         ..Default::default()
     }
@@ -257,6 +380,7 @@ mod tests {
         let s = render(
             &app,
             "orders-credentials",
+            &SecretLayout::default(),
             &details(),
             &SecretString::new("s3cr3t-value"),
             None,
@@ -264,7 +388,7 @@ mod tests {
         );
         assert!(is_owned_by(&s, &app));
         assert_eq!(s.labels()[LABEL_MANAGED_BY], "dcr-operator");
-        let stored = read(&s, &details());
+        let stored = read(&s, &SecretLayout::default(), &details());
         assert_eq!(stored.record, Some(record()));
         assert_eq!(stored.client_secret.unwrap().expose(), "s3cr3t-value");
         assert!(!stored.tampered && !stored.details_stale);
@@ -287,6 +411,7 @@ mod tests {
         let s = render(
             &app(),
             "n",
+            &SecretLayout::default(),
             &details(),
             &SecretString::new("s3cr3t-value"),
             None,
@@ -311,12 +436,13 @@ mod tests {
         let s = render(
             &app(),
             "n",
+            &SecretLayout::default(),
             &details(),
             &SecretString::new("old"),
             Some(&SecretString::new("new")),
             &r,
         );
-        let stored = read(&s, &details());
+        let stored = read(&s, &SecretLayout::default(), &details());
         assert_eq!(stored.client_secret.unwrap().expose(), "old");
         assert_eq!(stored.pending_secret.unwrap().expose(), "new");
         assert_eq!(
@@ -327,11 +453,56 @@ mod tests {
     }
 
     #[test]
+    fn templates_rename_keys_and_compose_extra_ones() {
+        let template: SecretTemplate = serde_json::from_value(serde_json::json!({
+            "type": "example.com/oauth-client",
+            "keys": {"client_id": "CLIENT_ID", "client_secret": "CLIENT_SECRET"},
+            "data": {".env": "CLIENT_ID={{ client_id }}\nCLIENT_SECRET={{client_secret}}\n"}
+        }))
+        .unwrap();
+        let layout = SecretLayout::new(Some(&template)).unwrap();
+        let s = render(
+            &app(),
+            "n",
+            &layout,
+            &details(),
+            &SecretString::new("v4lue"),
+            None,
+            &record(),
+        );
+        let data = s.data.clone().unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        assert_eq!(text("CLIENT_ID"), "cid");
+        assert_eq!(text("CLIENT_SECRET"), "v4lue");
+        assert_eq!(text(".env"), "CLIENT_ID=cid\nCLIENT_SECRET=v4lue\n");
+        assert!(!data.contains_key("client_secret"));
+        assert_eq!(s.type_.as_deref(), Some("example.com/oauth-client"));
+        let stored = read(&s, &layout, &details());
+        assert_eq!(stored.client_secret.unwrap().expose(), "v4lue");
+        assert!(!stored.tampered && !stored.details_stale);
+        assert!(
+            read(&s, &SecretLayout::default(), &details()).details_stale,
+            "a template change rewrites"
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_the_reason() {
+        let t =
+            |v: serde_json::Value| SecretLayout::new(Some(&serde_json::from_value(v).unwrap())).unwrap_err();
+        assert!(t(serde_json::json!({"data": {"x": "{{ password }}"}})).contains("unknown field"));
+        assert!(t(serde_json::json!({"data": {"x": "{{ client_id"}})).contains("unclosed"));
+        assert!(t(serde_json::json!({"keys": {"client_id": "scope"}})).contains("used twice"));
+        assert!(t(serde_json::json!({"keys": {"password": "x"}})).contains("not a credential field"));
+    }
+
+    #[test]
     fn hand_edits_are_detected() {
         let app = app();
         let mut s = render(
             &app,
             "n",
+            &SecretLayout::default(),
             &details(),
             &SecretString::new("s3cr3t-value"),
             None,
@@ -341,10 +512,11 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(KEY_CLIENT_SECRET.into(), ByteString(b"edited".to_vec()));
-        assert!(read(&s, &details()).tampered);
+        assert!(read(&s, &SecretLayout::default(), &details()).tampered);
         let mut s = render(
             &app,
             "n",
+            &SecretLayout::default(),
             &details(),
             &SecretString::new("s3cr3t-value"),
             None,
@@ -354,13 +526,21 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert("token_url".into(), ByteString(b"https://evil".to_vec()));
-        let stored = read(&s, &details());
+        let stored = read(&s, &SecretLayout::default(), &details());
         assert!(stored.details_stale && !stored.tampered);
     }
 
     #[test]
     fn a_secret_of_another_application_is_not_owned() {
-        let s = render(&app(), "n", &details(), &SecretString::new("v"), None, &record());
+        let s = render(
+            &app(),
+            "n",
+            &SecretLayout::default(),
+            &details(),
+            &SecretString::new("v"),
+            None,
+            &record(),
+        );
         let mut other = app();
         other.metadata.uid = Some("uid-2".into());
         assert!(!is_owned_by(&s, &other));

@@ -575,3 +575,69 @@ async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
     );
     s.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_templates_shape_the_secret() {
+    let s = Scenario::start("template", Profile::Ideal).await;
+    let template = json!({
+        "labels": {"team": "orders"},
+        "keys": {"client_id": "CLIENT_ID", "client_secret": "CLIENT_SECRET"},
+        "data": {
+            ".env": "CLIENT_ID={{ client_id }}\nCLIENT_SECRET={{ client_secret }}\n",
+            "oauth.json": "{\"client_id\":\"{{client_id}}\",\"token_url\":\"{{token_url}}\"}"
+        }
+    });
+    s.create_app("shaped", json!({"secret": {"template": template}}))
+        .await;
+    let (app, key) = ready_app(&s, "shaped").await;
+    let client_id = status_of(&app).client_id.unwrap();
+    let secret = s.secrets().get("shaped-credentials").await.unwrap();
+    assert_eq!(secret.labels()["team"], "orders");
+    let data = secret_data(&secret);
+    assert!(
+        !data.contains_key("client_secret") && !data.contains_key("client_id"),
+        "renamed: {:?}",
+        data.keys()
+    );
+    assert_eq!(data["CLIENT_ID"], client_id);
+    assert_eq!(
+        data[".env"],
+        format!("CLIENT_ID={client_id}\nCLIENT_SECRET={}\n", data["CLIENT_SECRET"])
+    );
+    let json: Value = serde_json::from_str(&data["oauth.json"]).unwrap();
+    assert_eq!(json["token_url"], data["token_url"]);
+    s.token_with(&data["token_url"], &client_id, &data["CLIENT_SECRET"])
+        .await
+        .expect("renamed secret works");
+
+    // Changing the template rewrites the Secret, keeping the secret.
+    let patch = json!({"spec": {"secret": {"template": {"data": {".env": "ID={{client_id}}"}}}}});
+    s.apps()
+        .patch("shaped", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for("the Secret to follow the template", TIMEOUT, || async {
+        let data = secret_data(&s.secrets().get("shaped-credentials").await?);
+        Ok::<_, kube::Error>((data.get(".env") == Some(&format!("ID={client_id}"))).then_some(()))
+    })
+    .await;
+    let app = s.wait_ready(&s.apps(), "shaped", "True", Some("Ready")).await;
+    assert_eq!(
+        status_of(&app).credential.unwrap().key_id,
+        key,
+        "no new secret for a layout change"
+    );
+
+    // A template the schema cannot catch is refused with the reason.
+    s.create_app(
+        "bad",
+        json!({"secret": {"template": {"data": {"x": "{{ password }}"}}}}),
+    )
+    .await;
+    let bad = s.wait_ready(&s.apps(), "bad", "False", Some("InvalidSpec")).await;
+    assert!(Scenario::ready_condition(&bad)["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown field"));
+    s.teardown().await;
+}

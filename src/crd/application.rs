@@ -104,7 +104,7 @@ pub struct SecretTarget {
     pub template: Option<SecretTemplate>,
 }
 
-/// Labels and annotations added to the credential Secret.
+/// The shape of the credential Secret: metadata, type, key names and extra keys.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
@@ -114,6 +114,23 @@ pub struct SecretTemplate {
     /// Annotations to add.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Secret type. Default `Opaque`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub type_: Option<String>,
+    /// Other names for the standard keys, e.g. `{client_secret: CLIENT_SECRET}` for `envFrom`.
+    /// Keys: client_id, client_secret, tenant_id, issuer, token_url, token_url_v1, scope,
+    /// auth_methods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253)))]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['client_id', 'client_secret', 'tenant_id', 'issuer', 'token_url', 'token_url_v1', 'scope', 'auth_methods'])").message("secret.template.keys renames only client_id, client_secret, tenant_id, issuer, token_url, token_url_v1, scope and auth_methods"))]
+    pub keys: BTreeMap<String, String>,
+    /// Extra keys composed from the credential fields with `{{ field }}` placeholders (the
+    /// same field names as `keys`), e.g. a `.env` file or a JSON document.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 8192)))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$'))").message("secret.template.data keys must be valid Secret keys (letters, digits, '-', '_', '.')"))]
+    pub data: BTreeMap<String, String>,
 }
 
 /// Per-Application credential settings.

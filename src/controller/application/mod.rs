@@ -507,6 +507,7 @@ struct Delivery<'a> {
     app: &'a Application,
     secrets: Api<Secret>,
     name: String,
+    layout: secret::SecretLayout,
     details: ConnectionDetails,
     exists: bool,
     record: Option<CredentialRecord>,
@@ -523,6 +524,7 @@ impl Delivery<'_> {
         let secret = secret::render(
             self.app,
             &self.name,
+            &self.layout,
             &self.details,
             value,
             self.pending_value.as_ref(),
@@ -572,8 +574,25 @@ async fn deliver_credential(
             });
         }
     }
+    let layout = match secret::SecretLayout::new(app.spec.secret.template.as_ref()) {
+        Ok(l) => l,
+        Err(message) => return Ok(Outcome::from((Reason::InvalidSpec, message))),
+    };
+    if let Some(found) = existing.as_ref().filter(|s| secret::type_differs(s, &layout)) {
+        // A Secret's type is immutable: create it again (the value is re-issued if it was
+        // only held there; the old key stays valid for the grace period).
+        let params = kube::api::DeleteParams::default();
+        secrets
+            .delete(&found.name_any(), &params)
+            .await
+            .map_err(|source| Error::WriteSecret {
+                name: secret_name.clone(),
+                source,
+            })?;
+    }
+    let existing = existing.filter(|s| !secret::type_differs(s, &layout));
     let details = connection_details(gate, app_id);
-    let stored = existing.as_ref().map(|s| secret::read(s, &details));
+    let stored = existing.as_ref().map(|s| secret::read(s, &layout, &details));
     let now = ctx.now();
     let rotate_request = app.annotations().get(ROTATE_ANNOTATION).cloned();
     let revoke_all_request = app.annotations().get(REVOKE_ALL_ANNOTATION).cloned();
@@ -600,6 +619,7 @@ async fn deliver_credential(
         app,
         secrets,
         name: secret_name.clone(),
+        layout,
         details,
         exists: existing.is_some(),
         record,
