@@ -1,5 +1,6 @@
 //! One test's world: a namespace, a Graph emulator with a tenant and an admin app, and a
-//! DcrProvider + AuthStrategy pointing at it, all reconciled by the shared operator.
+//! DcrProvider + AuthStrategy pointing at it, all reconciled by the shared operator (or
+//! by an operator process of the test's own, see [`Scenario::start_with`]).
 #![allow(dead_code)]
 
 use super::cluster::{cluster, wait_for, TestNamespace, TIMEOUT};
@@ -49,12 +50,28 @@ impl Profile {
 }
 
 impl Scenario {
+    /// A scenario reconciled by the test binary's shared operator (started on first use).
     pub async fn start(test: &str, profile: Profile) -> Scenario {
+        Self::start_with(test, profile, operator().await).await
+    }
+
+    /// A scenario reconciled by `operator`, e.g. an
+    /// [`OperatorProcess`](super::operator::OperatorProcess) of the test's own; the shared
+    /// operator is not started.
+    pub async fn start_with(test: &str, profile: Profile, operator: &'static Operator) -> Scenario {
+        Self::start_with_config(test, profile.config(), operator).await
+    }
+
+    /// [`Scenario::start_with`] with an emulator configured as `emulator`.
+    pub async fn start_with_config(
+        test: &str,
+        emulator: EmulatorConfig,
+        operator: &'static Operator,
+    ) -> Scenario {
         let cluster = cluster().await;
-        let operator = operator().await;
         let client = cluster.client().await;
         let ns = cluster.namespace(test).await;
-        let emu = GraphEmulator::start(profile.config()).await.expect("emulator");
+        let emu = GraphEmulator::start(emulator).await.expect("emulator");
         let tenant = emu.seed_tenant(TenantSpec::default());
         let admin = emu.seed_admin_app(&tenant.id, GraphPermission::ApplicationReadWriteOwnedBy);
         let s = Scenario {
@@ -142,6 +159,15 @@ impl Scenario {
     }
 
     pub async fn apply_strategy(&self, allowed_namespaces: Value) {
+        self.apply_strategy_with(
+            allowed_namespaces,
+            json!({"lifetime": "720h", "renewBefore": "240h", "revokePreviousAfter": "1m"}),
+        )
+        .await
+    }
+
+    /// [`Scenario::apply_strategy`] with these `spec.credentials`.
+    pub async fn apply_strategy_with(&self, allowed_namespaces: Value, credentials: Value) {
         let obj = json!({
             "apiVersion": "dcr-operator.io/v1alpha1", "kind": "AuthStrategy",
             "metadata": {"name": self.strategy, "labels": self.ns.owned_labels()},
@@ -150,7 +176,7 @@ impl Scenario {
                 "displayName": "e2e strategy",
                 "openIDConnect": {"scopes": ["api://orders/.default"], "authMethods": ["client_credentials", "bearer"]},
                 "allowedNamespaces": allowed_namespaces,
-                "credentials": {"lifetime": "720h", "renewBefore": "240h", "revokePreviousAfter": "1m"},
+                "credentials": credentials,
                 "applicationTemplate": {"azureAD": {"tags": ["e2e"]}}
             }
         });
