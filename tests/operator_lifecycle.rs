@@ -410,15 +410,19 @@ async fn drift_at_the_provider_is_repaired(test: &str, profile: Profile) {
     );
 
     // Deleted and purged: a new client with a new secret is delivered.
-    assert!(graph(&s, reqwest::Method::DELETE, &path, None).await.is_success());
-    assert!(graph(
-        &s,
-        reqwest::Method::DELETE,
-        &format!("/directory/deletedItems/{object_id}"),
-        None
-    )
-    .await
-    .is_success());
+    // The operator may restore it between the two calls (that is its job): repeat until the
+    // purge lands.
+    let deleted_item = format!("/directory/deletedItems/{object_id}");
+    wait_for("the application to be deleted and purged", TIMEOUT, || async {
+        graph(&s, reqwest::Method::DELETE, &path, None).await;
+        Ok::<_, String>(
+            graph(&s, reqwest::Method::DELETE, &deleted_item, None)
+                .await
+                .is_success()
+                .then_some(()),
+        )
+    })
+    .await;
     poke(&s, "drift").await;
     let new_client = wait_for("a new client to be registered and delivered", TIMEOUT, || async {
         let app = s.apps().get("drift").await?;

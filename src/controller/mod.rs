@@ -105,7 +105,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             error_policy,
             ctx.clone(),
         )
-        .for_each(|_| future::ready(()));
+        .for_each(log_controller_error);
 
     // AuthStrategy, re-run when its provider changes.
     let strategies = Controller::new(
@@ -134,7 +134,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             error_policy,
             ctx.clone(),
         )
-        .for_each(|_| future::ready(()));
+        .for_each(log_controller_error);
 
     // Applications (all namespaces, or one controller per listed namespace), re-run when
     // their strategy or their Secret changes.
@@ -182,7 +182,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
                 error_policy,
                 ctx.clone(),
             )
-            .for_each(|_| future::ready(()))
+            .for_each(log_controller_error)
     }));
 
     ready.store(true, Ordering::SeqCst);
@@ -190,6 +190,25 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     servers.abort();
     tracing::info!("dcr-operator stopped");
     Ok(())
+}
+
+/// Logs what a controller stream reports besides reconcile results: watch failures, and
+/// reconciles dropped because the object left the cache.
+fn log_controller_error<K, E1, E2>(
+    result: Result<(ObjectRef<K>, Action), controller::Error<E1, E2>>,
+) -> future::Ready<()>
+where
+    K: Resource,
+    E1: std::error::Error,
+    E2: std::error::Error,
+{
+    match result {
+        Ok(_) => {}
+        // Reconcile failures are logged (with their category) by the error policy.
+        Err(controller::Error::ReconcilerFailed(..)) => {}
+        Err(e) => tracing::warn!(error = %e, "controller"),
+    }
+    future::ready(())
 }
 
 async fn kube_client(config: &RunConfig) -> Result<Client, RunError> {

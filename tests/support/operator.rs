@@ -54,11 +54,38 @@ pub async fn emulator_ca_path() -> PathBuf {
     }
 }
 
+/// The identity the shared operator runs as. On the local control plane: the
+/// `dcr-system/dcr-operator` ServiceAccount's user, bound to exactly the ClusterRole in
+/// config/rbac, so every end-to-end test also proves the shipped RBAC is enough (a missing
+/// verb fails the tests with a 403 in the operator's log). On your own cluster: its
+/// kubeconfig (the admin's).
+pub async fn operator_kubeconfig() -> PathBuf {
+    let cluster = cluster().await;
+    if !cluster.is_local() {
+        return cluster.kubeconfig_path().to_path_buf();
+    }
+    let admin = cluster.client().await;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let role =
+        std::fs::read_to_string(repo.join("config/rbac/cluster_role.yaml")).expect("config/rbac ClusterRole");
+    let labels = std::collections::BTreeMap::new();
+    super::cluster::apply_cluster_role_yaml(&admin, &role, None, &labels)
+        .await
+        .expect("applying the ClusterRole");
+    let subject = super::cluster::user_subject(&super::cluster::operator_user());
+    super::cluster::bind_cluster_role(&admin, "dcr-operator", "dcr-operator", subject, &labels)
+        .await
+        .expect("binding the ClusterRole");
+    let local = cluster.local().await.expect("local control plane");
+    local
+        .kubeconfig_for_user(&super::cluster::operator_user())
+        .expect("the operator's kubeconfig")
+}
+
 /// The operator, started on first use.
 pub async fn operator() -> &'static Operator {
     OPERATOR
         .get_or_init(|| async {
-            let cluster = cluster().await;
             let ca_path = emulator_ca_path().await;
             let dir = tempfile::Builder::new()
                 .prefix("dcr-operator-e2e-")
@@ -67,7 +94,7 @@ pub async fn operator() -> &'static Operator {
                 .keep();
             let log_path = dir.join("operator.log");
             let (pid, _exited) = spawn(
-                cluster.kubeconfig_path().to_path_buf(),
+                operator_kubeconfig().await,
                 ca_path.clone(),
                 log_path.clone(),
                 vec![],

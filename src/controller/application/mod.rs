@@ -1010,6 +1010,50 @@ fn until(now: Timestamp, then: Timestamp) -> Duration {
     Duration::try_from(then.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
+/// The provider an Application's strategy points at, and its Graph client; None when the
+/// strategy or the provider no longer exists (nothing can be done at the provider then).
+async fn provider_of(app: &Application, ctx: &Context) -> Result<Option<(DcrProvider, Arc<GraphClient>)>> {
+    let strategy_name = &app.spec.auth_strategy_ref.name;
+    let strategy = Api::<AuthStrategy>::all(ctx.client.clone())
+        .get_opt(strategy_name)
+        .await
+        .map_err(|source| Error::ReadObject {
+            what: format!("AuthStrategy {strategy_name}"),
+            source,
+        })?;
+    let Some(strategy) = strategy else {
+        return Ok(None);
+    };
+    let provider_name = &strategy.spec.provider_ref.name;
+    let provider = Api::<DcrProvider>::all(ctx.client.clone())
+        .get_opt(provider_name)
+        .await
+        .map_err(|source| Error::ReadObject {
+            what: format!("DcrProvider {provider_name}"),
+            source,
+        })?;
+    let Some(provider) = provider else {
+        return Ok(None);
+    };
+    let graph = ctx
+        .providers
+        .client_for(&ctx.client, &provider)
+        .await
+        .map_err(client_error)?;
+    Ok(Some((provider, graph)))
+}
+
+/// A provider client that cannot be built, as a reconcile error.
+fn client_error(e: ClientError) -> Error {
+    match e {
+        ClientError::Kube { source, .. } => Error::ReadObject {
+            what: "the DcrProvider's Secret".into(),
+            source,
+        },
+        other => Error::ProviderConfig(crate::idp::azure::ConfigError::Invalid(other.to_string())),
+    }
+}
+
 /// Drops this cluster's ownership tags from an application left behind on purpose, so the
 /// orphan sweep never reports or deletes it. Nothing to do when it was never registered or
 /// its provider is gone.
@@ -1017,39 +1061,8 @@ async fn release(app: &Application, ctx: &Context, status: &ApplicationStatus) -
     let Some(object_id) = &status.application_object_id else {
         return Ok(());
     };
-    let Some(strategy) = Api::<AuthStrategy>::all(ctx.client.clone())
-        .get_opt(&app.spec.auth_strategy_ref.name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: "the AuthStrategy".into(),
-            source,
-        })?
-    else {
+    let Some((_, graph)) = provider_of(app, ctx).await? else {
         return Ok(());
-    };
-    let Some(provider) = Api::<DcrProvider>::all(ctx.client.clone())
-        .get_opt(&strategy.spec.provider_ref.name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: "the DcrProvider".into(),
-            source,
-        })?
-    else {
-        return Ok(());
-    };
-    let graph = match ctx.providers.client_for(&ctx.client, &provider).await {
-        Ok(c) => c,
-        Err(ClientError::Kube { source, .. }) => {
-            return Err(Error::ReadObject {
-                what: "the DcrProvider's Secret".into(),
-                source,
-            })
-        }
-        Err(e) => {
-            return Err(Error::ProviderConfig(crate::idp::azure::ConfigError::Invalid(
-                e.to_string(),
-            )))
-        }
     };
     let current = match graph.get_application(object_id, Freshness::Settled).await {
         Ok(a) => a,
@@ -1087,25 +1100,7 @@ async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
         events::publish(ctx, app, EventType::Normal, "Orphaned", "Delete", note).await;
         return Ok(Action::await_change());
     }
-    let strategy_name = &app.spec.auth_strategy_ref.name;
-    let strategy = Api::<AuthStrategy>::all(ctx.client.clone())
-        .get_opt(strategy_name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: format!("AuthStrategy {strategy_name}"),
-            source,
-        })?;
-    let provider = match &strategy {
-        Some(s) => Api::<DcrProvider>::all(ctx.client.clone())
-            .get_opt(&s.spec.provider_ref.name)
-            .await
-            .map_err(|source| Error::ReadObject {
-                what: format!("DcrProvider {}", s.spec.provider_ref.name),
-                source,
-            })?,
-        None => None,
-    };
-    let Some(provider) = provider else {
+    let Some((provider, graph)) = provider_of(app, ctx).await? else {
         if status.application_object_id.is_some() {
             let note = format!(
                 "cannot delete provider-side application {} ({}): its AuthStrategy or DcrProvider is gone",
@@ -1115,20 +1110,6 @@ async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
             events::publish(ctx, app, EventType::Warning, "ProviderGone", "Delete", note).await;
         }
         return Ok(Action::await_change());
-    };
-    let graph = match ctx.providers.client_for(&ctx.client, &provider).await {
-        Ok(c) => c,
-        Err(ClientError::Kube { source, .. }) => {
-            return Err(Error::ReadObject {
-                what: "the DcrProvider's Secret".into(),
-                source,
-            })
-        }
-        Err(e) => {
-            return Err(Error::ProviderConfig(crate::idp::azure::ConfigError::Invalid(
-                e.to_string(),
-            )))
-        }
     };
     let object_id = match &status.application_object_id {
         Some(id) => Some(id.clone()),
