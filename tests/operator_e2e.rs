@@ -3,6 +3,7 @@
 //! runs twice: against a well-behaved Graph, and with 2 s replication lag, a 1 s secret
 //! activation delay and 15% of Graph requests throttled.
 
+#[macro_use]
 mod support;
 
 use dcr_operator::crd::Application;
@@ -14,23 +15,6 @@ use serde_json::json;
 use support::cluster::{wait_deleted, wait_for, TIMEOUT};
 use support::operator::CLUSTER_NAME;
 use support::scenario::{secret_data, Profile, Scenario};
-
-/// Runs a scenario under both profiles.
-macro_rules! both_profiles {
-    ($scenario:ident) => {
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn ideal() {
-                super::$scenario(stringify!($scenario), Profile::Ideal).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn lag_and_throttling() {
-                super::$scenario(stringify!($scenario), Profile::LagAndThrottling).await
-            }
-        }
-    };
-}
 
 both_profiles!(registers_delivers_and_deletes);
 both_profiles!(spec_changes_are_patched_keeping_the_client_id);

@@ -2,6 +2,7 @@
 //! expiry) with no window in which the Secret holds a failing secret, the compromise
 //! response, and every out-of-band change at the provider or to the Secret repaired.
 
+#[macro_use]
 mod support;
 
 use dcr_operator::crd::Application;
@@ -149,22 +150,6 @@ fn prove_continuously(
         }
     });
     (stop, ok, failed, task)
-}
-
-macro_rules! both_profiles {
-    ($scenario:ident) => {
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn ideal() {
-                super::$scenario(stringify!($scenario), Profile::Ideal).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn lag_and_throttling() {
-                super::$scenario(stringify!($scenario), Profile::LagAndThrottling).await
-            }
-        }
-    };
 }
 
 both_profiles!(rotation_on_request_never_hands_out_a_failing_secret);
