@@ -12,7 +12,7 @@ use crate::crd::conditions::{find_condition, set_condition, ConditionType, Desir
 use crate::crd::provider::{DcrProvider, DeletedApplicationsPolicy, OrphanedApplicationsPolicy};
 use crate::crd::strategy::AuthStrategy;
 use crate::crd::Application;
-use crate::idp::azure::{GraphError, TokenError};
+use crate::idp::azure::{GraphClient, GraphError, TokenError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
@@ -44,13 +44,11 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
         return Ok(Action::await_change());
     }
 
-    let verification = verify(&provider, &ctx).await?;
+    let (verification, client) = verify(&provider, &ctx).await?;
     let strategies = strategies_using(&ctx, &name).await?;
-    let ready_now = verification.condition.status == crate::crd::conditions::Status::True;
-    let orphans = if ready_now {
-        Some(sweep_orphans(&provider, &ctx).await?)
-    } else {
-        None
+    let orphans = match &client {
+        Some(graph) => Some(sweep_orphans(&provider, &ctx, graph).await?),
+        None => None,
     };
 
     let now = ctx.now();
@@ -112,11 +110,19 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
     ))
 }
 
-async fn verify(provider: &DcrProvider, ctx: &Context) -> Result<Verification> {
+/// Builds the provider's client and checks it; the client comes back when it works.
+async fn verify(provider: &DcrProvider, ctx: &Context) -> Result<(Verification, Option<Arc<GraphClient>>)> {
     let client = match ctx.providers.client_for(&ctx.client, provider).await {
         Ok(c) => c,
-        Err(e) => return client_error(e),
+        Err(e) => return Ok((client_error(e)?, None)),
     };
+    let verification = check(&client, provider).await?;
+    let works = verification.condition.status == crate::crd::conditions::Status::True;
+    Ok((verification, works.then_some(client)))
+}
+
+/// Obtains a token and finds the admin client's own service principal.
+async fn check(client: &GraphClient, provider: &DcrProvider) -> Result<Verification> {
     if let Err(e) = client.verify_credentials().await {
         return Ok(token_failure(&e));
     }
@@ -162,18 +168,20 @@ async fn verify(provider: &DcrProvider, ctx: &Context) -> Result<Verification> {
 }
 
 fn client_error(e: ClientError) -> Result<Verification> {
-    let (reason, recheck) = match &e {
-        ClientError::SecretNotFound { .. } => (Reason::SecretNotFound, None),
-        ClientError::SecretKeyNotFound { .. } => (Reason::SecretKeyNotFound, None),
-        ClientError::MissingAzureSettings | ClientError::Config(_) | ClientError::Url(_) => {
-            (Reason::InvalidSpec, None)
-        }
+    let e = match e {
         ClientError::Kube { source, .. } => {
             return Err(Error::ReadObject {
                 what: "the admin client's Secret".into(),
-                source: clone_kube(source),
+                source,
             })
         }
+        other => other,
+    };
+    // Fixed by creating or editing the Secret (watched) or the spec: no timed recheck.
+    let reason = match &e {
+        ClientError::SecretNotFound { .. } => Reason::SecretNotFound,
+        ClientError::SecretKeyNotFound { .. } => Reason::SecretKeyNotFound,
+        _ => Reason::InvalidSpec,
     };
     let message = match reason {
         Reason::SecretNotFound | Reason::SecretKeyNotFound => {
@@ -184,15 +192,8 @@ fn client_error(e: ClientError) -> Result<Verification> {
     Ok(Verification {
         condition: DesiredCondition::not_ready(reason, message),
         service_principal_id: None,
-        recheck,
+        recheck: None,
     })
-}
-
-fn clone_kube(e: &kube::Error) -> kube::Error {
-    match e {
-        kube::Error::Api(s) => kube::Error::Api(s.clone()),
-        other => kube::Error::Service(other.to_string().into()),
-    }
 }
 
 /// Maps a token failure to the condition users read.
@@ -226,18 +227,8 @@ fn token_failure(e: &TokenError) -> Verification {
 
 /// Applications at the provider tagged by this cluster whose Application is gone: counted
 /// in status and a metric, logged, and deleted only when the provider says `Delete`.
-async fn sweep_orphans(provider: &DcrProvider, ctx: &Context) -> Result<u32> {
+async fn sweep_orphans(provider: &DcrProvider, ctx: &Context, graph: &GraphClient) -> Result<u32> {
     let name = provider.name_any();
-    let graph = match ctx.providers.client_for(&ctx.client, provider).await {
-        Ok(c) => c,
-        Err(_) => {
-            return Ok(provider
-                .status
-                .as_ref()
-                .map(|s| s.orphaned_applications)
-                .unwrap_or_default())
-        }
-    };
     let tag = desired::cluster_tag(&ctx.settings.cluster_name);
     let tagged = graph
         .list_applications_by_tag(&tag)
