@@ -62,6 +62,57 @@ pub struct RunConfig {
     /// reports it (Entra takes seconds to activate a secret).
     #[arg(long, env = "DCR_ACTIVATION_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub activation_timeout: Duration,
+
+    /// Reconcile only while holding a Lease (coordination.k8s.io/v1), so that of several
+    /// replicas one reconciles and the others stand by. Off by default for local runs; the
+    /// Deployment and the Helm chart turn it on.
+    #[arg(long, env = "DCR_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease; default: $POD_NAMESPACE, else dcr-system.
+    #[arg(long, env = "DCR_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "DCR_LEADER_ELECTION_LEASE_NAME", default_value = "dcr-operator")]
+    pub leader_election_lease_name: String,
+
+    /// How long a Lease stays valid after its last renewal: a standby takes over this long
+    /// after a leader died without releasing it.
+    #[arg(long, env = "DCR_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// A leader that could not renew its Lease for this long stops (exits with status 1).
+    /// Shorter than the lease duration.
+    #[arg(long, env = "DCR_LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_election_renew_deadline: Duration,
+
+    /// How often the leader renews and a standby retries. Shorter than the renew deadline.
+    #[arg(long, env = "DCR_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_election_retry_period: Duration,
+}
+
+impl RunConfig {
+    /// Checks what single flags cannot: the leader-election timing must leave a leader time
+    /// to stop before anybody else may take its Lease over.
+    pub fn validate(&self) -> Result<(), String> {
+        let (lease, renew, retry) = (
+            self.leader_election_lease_duration,
+            self.leader_election_renew_deadline,
+            self.leader_election_retry_period,
+        );
+        if lease < Duration::from_secs(1) || lease.subsec_nanos() != 0 {
+            return Err(format!(
+                "--leader-election-lease-duration must be whole seconds, at least 1s (got {lease:?})"
+            ));
+        }
+        if !(retry > Duration::ZERO && retry < renew && renew < lease) {
+            return Err(format!(
+                "leader election needs retry period < renew deadline < lease duration (got {retry:?}, {renew:?}, {lease:?})"
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn parse_cluster_name(s: &str) -> Result<String, String> {
@@ -81,6 +132,49 @@ fn parse_cluster_name(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_config(args: &[&str]) -> RunConfig {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunConfig,
+        }
+        let argv = std::iter::once("dcr-operator").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn leader_election_is_off_by_default_with_client_go_timing() {
+        let c = run_config(&[]);
+        assert!(!c.leader_elect);
+        assert_eq!(c.leader_election_lease_name, "dcr-operator");
+        assert_eq!(c.leader_election_lease_duration, Duration::from_secs(15));
+        assert_eq!(c.leader_election_renew_deadline, Duration::from_secs(10));
+        assert_eq!(c.leader_election_retry_period, Duration::from_secs(2));
+        assert!(c.validate().is_ok());
+        assert!(run_config(&["--leader-elect"]).leader_elect);
+    }
+
+    #[test]
+    fn leader_election_timing_must_let_a_leader_stop_before_its_lease_expires() {
+        for bad in [
+            ["--leader-election-renew-deadline", "15s"],
+            ["--leader-election-retry-period", "10s"],
+            ["--leader-election-lease-duration", "1500ms"],
+            ["--leader-election-retry-period", "0s"],
+        ] {
+            assert!(run_config(&bad).validate().is_err(), "{bad:?}");
+        }
+        let ok = run_config(&[
+            "--leader-election-lease-duration",
+            "4s",
+            "--leader-election-renew-deadline",
+            "3s",
+            "--leader-election-retry-period",
+            "500ms",
+        ]);
+        assert!(ok.validate().is_ok());
+    }
 
     #[test]
     fn cluster_names_are_restricted_to_what_tags_and_unique_names_accept() {

@@ -5,13 +5,14 @@
 //! - [`idp`]: identity-provider backends (Microsoft Entra ID through Microsoft Graph first);
 //! - [`controller`]: one reconciler per kind, the shared context, errors, events, status;
 //! - [`secret`]: the credential Secret (rendering, ownership, the record of live keys);
-//! - [`config`], [`metrics`], [`telemetry`]: the process around them;
+//! - [`config`], [`metrics`], [`telemetry`], [`leader`]: the process around them;
 //! - [`sensitive`]: the redacting string type every secret value travels in.
 
 pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod idp;
+pub mod leader;
 pub mod metrics;
 pub mod secret;
 pub mod sensitive;

@@ -30,6 +30,10 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(config) => {
+            if let Err(e) = config.validate() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             dcr_operator::telemetry::init(config.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             let result = match runtime {

@@ -73,6 +73,26 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let servers = serve(&config, metrics, ready.clone()).await?;
     tracing::info!(cluster = %config.cluster_name, namespaces = ?config.namespaces, "dcr-operator starting");
 
+    // With --leader-elect the controllers start only once this instance holds the Lease; a
+    // standby serves health and metrics and is ready meanwhile.
+    let elector = config
+        .leader_elect
+        .then(|| crate::leader::Elector::new(client.clone(), crate::leader::Settings::from_config(&config)));
+    let leadership = match &elector {
+        None => None,
+        Some(elector) => {
+            ready.store(true, Ordering::SeqCst);
+            tokio::select! {
+                acquired = elector.acquire() => Some((elector, acquired)),
+                _ = crate::leader::shutdown_signal() => {
+                    servers.abort();
+                    tracing::info!("dcr-operator stopped");
+                    return Ok(());
+                }
+            }
+        }
+    };
+
     let concurrency = controller::Config::default().concurrency(config.concurrency);
 
     // DcrProvider, re-run when its admin Secret changes.
@@ -186,7 +206,18 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     }));
 
     ready.store(true, Ordering::SeqCst);
-    tokio::join!(providers, strategies, applications);
+    let controllers = async {
+        tokio::join!(providers, strategies, applications);
+    };
+    match leadership {
+        None => controllers.await,
+        // `hold` renews the Lease, and exits the process when that fails; the Lease is
+        // released only after the controllers have stopped.
+        Some((elector, acquired)) => tokio::select! {
+            _ = controllers => elector.release().await,
+            lost = elector.hold(acquired) => match lost {},
+        },
+    }
     servers.abort();
     tracing::info!("dcr-operator stopped");
     Ok(())
