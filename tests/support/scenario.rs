@@ -277,6 +277,40 @@ impl Scenario {
         }
     }
 
+    /// Requests in the emulator's request log of `operation` (e.g. `application.addPassword`)
+    /// whose path contains `path_part` (e.g. an object id; "" for any) and, if given, that
+    /// were answered `status`.
+    pub fn requests_seen(&self, operation: &str, path_part: &str, status: Option<u16>) -> usize {
+        self.emu
+            .requests()
+            .iter()
+            .filter(|r| r.operation == operation && r.path.contains(path_part))
+            .filter(|r| status.is_none_or(|s| r.status == s))
+            .count()
+    }
+
+    /// No secret value or access token in the operator's log, this test's Events, its
+    /// Applications or its DcrProvider (the same check as `tests/operator_e2e.rs`'s).
+    pub async fn assert_no_secret_leaks(&self, secrets: &[&str]) {
+        let logs = self.operator.logs();
+        assert!(!logs.is_empty(), "the operator's log was captured");
+        let events = serde_json::to_string(&self.events().await).unwrap();
+        let apps = serde_json::to_string(&self.apps().list(&Default::default()).await.unwrap()).unwrap();
+        let providers = serde_json::to_string(&self.providers().get(&self.provider).await.unwrap()).unwrap();
+        for secret in secrets {
+            assert!(!secret.is_empty());
+            assert!(!logs.contains(secret), "a secret value is in the operator's log");
+            assert!(!events.contains(secret), "a secret value is in an Event");
+            assert!(!apps.contains(secret), "a secret value is in an Application");
+            assert!(
+                !providers.contains(secret),
+                "a secret value is in the DcrProvider"
+            );
+        }
+        let jwt = regex::Regex::new(r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}").unwrap();
+        assert!(!jwt.is_match(&logs), "an access token is in the operator's log");
+    }
+
     /// Deletes the test's objects and waits for the Applications to be gone (their
     /// finalizer needs the emulator, which goes with the scenario).
     pub async fn teardown(self) {
