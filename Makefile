@@ -40,8 +40,10 @@ lint: ## Formatting and clippy, warnings are errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ from the Rust types, and their copy in the Helm chart
 	$(CARGO) run --quiet --bin dcr-operator -- crds --out-dir crds
+	rm -f charts/dcr-operator/crds/*.yaml
+	cp $$(grep -l '^kind: CustomResourceDefinition' crds/*.yaml) charts/dcr-operator/crds/
 
 tools: ## Install kubectl, helm and kubernetes-validate into $(DCR_CACHE_DIR) (once)
 	bash sandbox/scripts/install-tools.sh >/dev/null

@@ -176,6 +176,24 @@ fn deployment_runs_hardened_with_probes_and_resources() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert!(ports.contains(&"health") && ports.contains(&"metrics"));
+    // Leader election on, with the pod's name as identity and its namespace for the Lease
+    // (where config/rbac's Role is).
+    assert!(c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--leader-elect"));
+    for (var, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let env = c["env"].as_array().unwrap().iter().find(|e| e["name"] == var);
+        assert_eq!(
+            env.map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"]),
+            Some(&Value::from(field)),
+            "{var}"
+        );
+    }
 }
 
 #[test]
@@ -208,4 +226,431 @@ fn samples_build_and_their_builtin_kinds_validate() {
     // Custom resources are checked against the CRD schemas in tests/crd_schema.rs.
     let builtin: Vec<Value> = docs.into_iter().filter(|d| d["apiVersion"] == "v1").collect();
     validate_133(&to_yaml(&builtin)).unwrap_or_else(|e| panic!("samples do not validate:\n{e}"));
+}
+
+// ---- the Helm chart (charts/dcr-operator) ----------------------------------------------
+
+const CHART: &str = "charts/dcr-operator";
+/// Values that turn every optional part on and move every flag off its default.
+const ALL_ON_VALUES: &str = "charts/dcr-operator/ci/all-on-values.yaml";
+
+/// The helm executable: $DCR_HELM, the one `make tools` installs, or one on PATH.
+fn helm() -> PathBuf {
+    if let Ok(p) = std::env::var("DCR_HELM") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("DCR_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dcr-operator"));
+    let cached = cache.join("tools/bin/helm");
+    if cached.exists() {
+        return cached;
+    }
+    PathBuf::from("helm")
+}
+
+fn run_helm(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(helm())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("helm is needed for the chart tests: run `make tools`");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "helm {args:?} failed:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// `helm template` of the chart into namespace `dcr-system` with these extra args.
+fn helm_template(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", "dcr", CHART, "--namespace", "dcr-system"];
+    args.extend_from_slice(extra);
+    let text = run_helm(&args).unwrap_or_else(|e| panic!("{e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one_of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(docs, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
+    found[0]
+}
+
+fn deployment_args(docs: &[Value]) -> Vec<String> {
+    one_of_kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The CRD files of `dir` by file name (other YAML, like crds/kustomization.yaml, skipped).
+fn crd_files(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .filter(|(_, text)| text.lines().any(|l| l == "kind: CustomResourceDefinition"))
+        .collect()
+}
+
+#[test]
+fn chart_crds_are_exact_copies_of_crds_dir() {
+    let generated = crd_files(&repo().join("crds"));
+    assert_eq!(generated.len(), 3, "{:?}", generated.keys());
+    let chart_dir = repo().join(CHART).join("crds");
+    let in_chart = crd_files(&chart_dir);
+    // Helm installs every file in crds/: nothing else may be there.
+    let files = std::fs::read_dir(&chart_dir).unwrap().count();
+    assert_eq!(
+        files,
+        in_chart.len(),
+        "only CRDs belong in {}",
+        chart_dir.display()
+    );
+    assert_eq!(
+        generated.keys().collect::<Vec<_>>(),
+        in_chart.keys().collect::<Vec<_>>(),
+        "the chart's CRDs are stale: run `make crds`"
+    );
+    for (name, text) in &generated {
+        assert!(
+            in_chart[name] == *text,
+            "{CHART}/crds/{name} differs from crds/{name}: run `make crds`"
+        );
+    }
+}
+
+#[test]
+fn chart_app_version_follows_cargo_toml() {
+    let cargo: toml_version::Manifest = toml_version::read(&repo().join("Cargo.toml"));
+    let chart: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo().join(CHART).join("Chart.yaml")).unwrap())
+            .map(|v: serde_yaml::Value| serde_json::to_value(v).unwrap())
+            .unwrap();
+    assert_eq!(chart["apiVersion"], "v2");
+    assert_eq!(
+        chart["appVersion"], cargo.version,
+        "Chart.yaml appVersion must be Cargo.toml's version"
+    );
+}
+
+/// Cargo.toml's `[package] version`, read without a TOML parser (the first `version = ` after
+/// `[package]`).
+mod toml_version {
+    pub struct Manifest {
+        pub version: String,
+    }
+    pub fn read(path: &std::path::Path) -> Manifest {
+        let text = std::fs::read_to_string(path).unwrap();
+        let package = text.split("\n[package]").nth(1).expect("[package]");
+        let line = package
+            .lines()
+            .find(|l| l.trim_start().starts_with("version ="))
+            .expect("version");
+        let version = line.split('"').nth(1).expect("quoted version").to_string();
+        Manifest { version }
+    }
+}
+
+#[test]
+fn chart_passes_helm_lint_strict() {
+    run_helm(&["lint", "--strict", CHART]).unwrap_or_else(|e| panic!("{e}"));
+    run_helm(&["lint", "--strict", CHART, "-f", ALL_ON_VALUES]).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn chart_renders_valid_kubernetes_1_33_manifests() {
+    for (what, extra) in [
+        ("default values", vec![]),
+        ("all-on values", vec!["-f", ALL_ON_VALUES]),
+    ] {
+        let mut args = vec!["--include-crds"];
+        args.extend(extra);
+        let docs = helm_template(&args);
+        assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 3, "{what}");
+        // kubernetes-validate knows the built-in kinds (and CRDs) only; the ServiceMonitor
+        // is the Prometheus Operator's and is checked in `chart_values_reach_the_manifests`.
+        let builtin: Vec<Value> = docs
+            .into_iter()
+            .filter(|d| d["kind"] != "ServiceMonitor")
+            .collect();
+        validate_133(&to_yaml(&builtin))
+            .unwrap_or_else(|e| panic!("the chart with {what} does not validate:\n{e}"));
+    }
+}
+
+#[test]
+fn chart_defaults_install_a_hardened_leader_electing_operator_without_optional_parts() {
+    let docs = helm_template(&[]);
+    for kind in [
+        "ServiceMonitor",
+        "PodDisruptionBudget",
+        "CustomResourceDefinition",
+    ] {
+        assert!(of_kind(&docs, kind).is_empty(), "{kind} is off by default");
+    }
+    let deploy = one_of_kind(&docs, "Deployment");
+    assert_eq!(deploy["metadata"]["namespace"], "dcr-system");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/dcr-operator/dcr-operator:0.1.0");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let args = deployment_args(&docs);
+    for expected in [
+        "run",
+        "--cluster-name=default",
+        "--resync-period=10m",
+        "--concurrency=4",
+        "--metrics-addr=0.0.0.0:8080",
+        "--health-addr=0.0.0.0:8081",
+        "--leader-elect",
+        "--leader-election-lease-name=dcr-operator",
+        "--leader-election-lease-duration=15s",
+        "--leader-election-renew-deadline=10s",
+        "--leader-election-retry-period=2s",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
+    }
+    assert!(!args
+        .iter()
+        .any(|a| a.starts_with("--namespaces") || a.starts_with("--extra-ca-file")));
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"),
+        "{env:?}"
+    );
+    let service = one_of_kind(&docs, "Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    one_of_kind(&docs, "Role");
+    one_of_kind(&docs, "RoleBinding");
+    let sa = one_of_kind(&docs, "ServiceAccount");
+    assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
+}
+
+#[test]
+fn chart_rbac_grants_exactly_what_config_rbac_grants() {
+    let config = kustomize("config/rbac");
+    let expected_cluster = &find(&config, "ClusterRole", "dcr-operator")["rules"];
+    let expected_leases = &find(&config, "Role", "dcr-operator-leader-election")["rules"];
+    let docs = helm_template(&[]);
+    assert_eq!(&one_of_kind(&docs, "ClusterRole")["rules"], expected_cluster);
+    assert_eq!(&one_of_kind(&docs, "Role")["rules"], expected_leases);
+    // The leader-election module reads, creates and replaces its Lease: nothing more.
+    assert_eq!(
+        *expected_leases,
+        serde_json::json!([{
+            "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]
+        }])
+    );
+    // Bindings name the rendered roles and the operator's ServiceAccount.
+    let sa = one_of_kind(&docs, "ServiceAccount")["metadata"]["name"].clone();
+    for (binding, role) in [("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")] {
+        let b = one_of_kind(&docs, binding);
+        assert_eq!(b["roleRef"]["name"], one_of_kind(&docs, role)["metadata"]["name"]);
+        assert_eq!(b["subjects"][0]["name"], sa);
+        assert_eq!(b["subjects"][0]["namespace"], "dcr-system");
+    }
+
+    // Without leader election: no Lease role and no --leader-elect; without rbac.create: no RBAC.
+    let docs = helm_template(&["--set", "leaderElection.enabled=false"]);
+    assert!(of_kind(&docs, "Role").is_empty() && of_kind(&docs, "RoleBinding").is_empty());
+    assert!(!deployment_args(&docs)
+        .iter()
+        .any(|a| a.starts_with("--leader-elect")));
+    let docs = helm_template(&["--set", "rbac.create=false"]);
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(of_kind(&docs, kind).is_empty(), "{kind}");
+    }
+}
+
+/// Scalar leaves of a values file with their paths (booleans left out: they switch parts
+/// on, which the assertions check by kind).
+fn scalar_leaves(v: &Value, path: String, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| scalar_leaves(v, format!("{path}.{k}"), out)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| scalar_leaves(v, format!("{path}[{i}]"), out)),
+        Value::String(s) => out.push((path, s.clone())),
+        Value::Number(n) => out.push((path, n.to_string())),
+        Value::Bool(_) | Value::Null => {}
+    }
+}
+
+#[test]
+fn chart_values_reach_the_manifests() {
+    let docs = helm_template(&["-f", ALL_ON_VALUES]);
+    let rendered = to_yaml(&docs);
+
+    // No value is ignored: every scalar in the all-on values shows up in the output.
+    let values: Value = serde_json::to_value(
+        serde_yaml::from_str::<serde_yaml::Value>(
+            &std::fs::read_to_string(repo().join(ALL_ON_VALUES)).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut leaves = vec![];
+    scalar_leaves(&values, String::new(), &mut leaves);
+    assert!(leaves.len() > 40, "{}", leaves.len());
+    for (path, value) in &leaves {
+        assert!(
+            rendered.contains(value.as_str()),
+            "value {path} = {value:?} is not in the rendered chart"
+        );
+    }
+
+    // And each flag lands in the Deployment's args as the operator spells it.
+    let args = deployment_args(&docs);
+    for expected in [
+        "--cluster-name=prod-eu-1",
+        "--log-format=text",
+        "--resync-period=7m",
+        "--concurrency=9",
+        "--activation-timeout=3m",
+        "--namespaces=orders,billing",
+        "--metrics-addr=0.0.0.0:9090",
+        "--health-addr=0.0.0.0:9092",
+        "--extra-ca-file=/etc/dcr-operator/extra-ca/ca.crt",
+        "--leader-elect",
+        "--leader-election-lease-name=dcr-operator-prod",
+        "--leader-election-lease-duration=20s",
+        "--leader-election-renew-deadline=12s",
+        "--leader-election-retry-period=3s",
+        "--kubeconfig=/etc/dcr-operator/kubeconfig",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
+    }
+    let deploy = one_of_kind(&docs, "Deployment");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["image"],
+        "registry.example.com/platform/dcr-operator:9.9.9-test"
+    );
+    let env = c["env"].as_array().unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "RUST_LOG" && e["value"] == "debug,dcr_operator=trace"));
+    // The extra CA: the ConfigMap's key mounted where --extra-ca-file points.
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "corporate-proxy-ca");
+    assert_eq!(pod["volumes"][0]["configMap"]["items"][0]["key"], "bundle.pem");
+    assert_eq!(pod["volumes"][0]["configMap"]["items"][0]["path"], "ca.crt");
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/dcr-operator/extra-ca");
+    // Ports agree between the flags, the container, the Service and the ServiceMonitor.
+    let ports = c["ports"].as_array().unwrap();
+    assert!(ports
+        .iter()
+        .any(|p| p["name"] == "metrics" && p["containerPort"] == 9090));
+    assert!(ports
+        .iter()
+        .any(|p| p["name"] == "health" && p["containerPort"] == 9092));
+    let service = one_of_kind(&docs, "Service");
+    assert_eq!(service["spec"]["ports"][0]["port"], 9091);
+    let monitor = one_of_kind(&docs, "ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        service["spec"]["selector"]
+    );
+    assert_eq!(
+        one_of_kind(&docs, "PodDisruptionBudget")["spec"]["minAvailable"],
+        1
+    );
+    assert_eq!(pod["serviceAccountName"], "dcr-operator-sa");
+
+    // A Secret instead of a ConfigMap for the CA.
+    let docs = helm_template(&[
+        "--set",
+        "extraCA.secret.name=proxy-ca",
+        "--set",
+        "extraCA.secret.key=root.pem",
+    ]);
+    let pod = &one_of_kind(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "proxy-ca");
+    assert_eq!(pod["volumes"][0]["secret"]["items"][0]["key"], "root.pem");
+}
+
+#[test]
+fn chart_refuses_unsafe_combinations() {
+    let template = |set: &[&str]| {
+        let mut args = vec!["template", "dcr", CHART];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        run_helm(&args)
+    };
+    // Two replicas without leader election would reconcile at the same time.
+    let err = template(&["replicaCount=2", "leaderElection.enabled=false"]).unwrap_err();
+    assert!(err.contains("leaderElection.enabled"), "{err}");
+    assert!(template(&["replicaCount=2"]).is_ok());
+    let err = template(&["extraCA.configMap.name=a", "extraCA.secret.name=b"]).unwrap_err();
+    assert!(err.contains("not both"), "{err}");
+    let err = template(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.service.enabled=false",
+    ])
+    .unwrap_err();
+    assert!(err.contains("metrics.service.enabled"), "{err}");
+}
+
+#[test]
+fn chart_args_are_accepted_by_the_operator_binary() {
+    // The real binary parses what the chart renders: a flag it does not know (or a bad
+    // value) fails at parsing with status 2; accepted flags get as far as the Kubernetes
+    // client, which cannot be built from a missing kubeconfig (status 1).
+    for extra in [vec![], vec!["-f", ALL_ON_VALUES]] {
+        let docs = helm_template(&extra);
+        let mut args = deployment_args(&docs);
+        if !args.iter().any(|a| a.starts_with("--kubeconfig")) {
+            args.push("--kubeconfig=/nonexistent/dcr-operator-kubeconfig".into());
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_dcr-operator"))
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot build a Kubernetes client"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
