@@ -167,6 +167,7 @@ async fn tenant_lifetime_cap_is_reported_once_and_a_lower_lifetime_gets_ready() 
     .await;
     let within = s.wait_ready(&s.apps(), "within", "True", Some("Ready")).await;
     let settled = refused();
+    eprintln!("refused addPassword requests: {first} when Ready=False was seen, {settled} after the window");
     assert!(
         settled <= 2,
         "no retry loop: {settled} refused addPassword requests for one refusal"
@@ -293,24 +294,36 @@ async fn purge_deletes_the_entra_application_permanently(test: &str, profile: Pr
     r.finish().await;
 }
 
-/// The Application is deleted the moment its provider-side ids are in its status, while the
-/// new application is still replicating (reads and writes addressed to it answer 404 for
-/// 3 s): the delete must still remove and purge it.
+/// The Application is deleted while its new provider-side application is still replicating
+/// (reads and writes addressed to it answer 404 for 10 s, as Entra's do for a while): the
+/// operator stops right after recording the application's ids (a crash, a rollout), the
+/// Application is deleted, and the operator comes back within the replication window. The
+/// delete must still remove and purge the application rather than take the 404 for "gone".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_right_after_registration_leaves_nothing_behind() {
+#[ignore = "operator bug: within Entra's replication window DELETE /applications/{id} answers 404, which cleanup takes for 'already deleted' (and the purge's 404 likewise); the finalizer is dropped and the application stays live and tagged"]
+async fn delete_within_the_replication_window_leaves_nothing_behind() {
     let emulator = Profile::Ideal
         .config()
-        .with_replication_lag(Duration::from_secs(3));
-    let r = Run::start("purge-early", emulator, &[]).await;
-    let s = &r.s;
-    purge_deleted_applications(s).await;
-    s.create_app("early", json!({})).await;
+        .with_replication_lag(Duration::from_secs(10));
+    let mut r = Run::start("purge-replicating", emulator, &[]).await;
+    purge_deleted_applications(&r.s).await;
+    r.s.create_app("early", json!({})).await;
     let object_id = wait_for("the application's ids in status", TIMEOUT, || async {
-        Ok::<_, kube::Error>(status_of(&s.apps().get("early").await?).application_object_id)
+        Ok::<_, kube::Error>(status_of(&r.s.apps().get("early").await?).application_object_id)
     })
     .await;
+    r.op.kill().await;
+    let s = &r.s;
     let uid = s.apps().get("early").await.unwrap().uid().unwrap();
+    let created = s
+        .emu
+        .state()
+        .application(&object_id)
+        .map(|a| a.created_date_time)
+        .expect("created");
     s.apps().delete("early", &DeleteParams::default()).await.unwrap();
+    r.op.restart().await;
+    let s = &r.s;
     wait_deleted(&s.apps(), "early", TIMEOUT).await;
     let state = s.emu.state();
     let left: Vec<_> = state
@@ -318,17 +331,27 @@ async fn purge_right_after_registration_leaves_nothing_behind() {
         .filter(|a| a.tags.iter().any(|t| t.ends_with(&uid)) || a.id == object_id)
         .map(|a| (a.id.clone(), a.deleted_date_time.is_some(), a.tags.clone()))
         .collect();
+    let requests: Vec<String> = s
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains(&object_id))
+        .map(|r| {
+            format!(
+                "{} {} {} +{:.1}s",
+                r.operation,
+                r.status,
+                r.path,
+                (r.emulated_time - created).num_milliseconds() as f64 / 1000.0
+            )
+        })
+        .collect();
+    let events = events_about(&s.events().await, "early");
+    r.finish().await;
     assert!(
         left.is_empty(),
-        "left at the provider (id, soft-deleted, tags): {left:?}; requests: {:?}",
-        s.emu
-            .requests()
-            .iter()
-            .filter(|r| r.path.contains(&object_id))
-            .map(|r| format!("{} {} {}", r.operation, r.status, r.path))
-            .collect::<Vec<_>>()
+        "left at the provider (id, soft-deleted, tags): {left:?}; requests for it: {requests:#?}; Events: {events:#?}"
     );
-    r.finish().await;
 }
 
 // ---- 3. deletionPolicy: Orphan under a Purge provider ---------------------------------------
@@ -500,67 +523,99 @@ async fn namespaces_flag_reconciles_only_the_listed_namespaces() {
 
 // ---- 4b. --log-format json -----------------------------------------------------------------
 
+/// Runs an operator with `--log-format json` until Application `logged` is Ready; returns
+/// the run and every line of its log parsed (each must be a JSON object).
+async fn json_logged_run(test: &str) -> (Run, Vec<Value>) {
+    let r = Run::start(test, Profile::Ideal.config(), &["--log-format", "json"]).await;
+    r.s.create_app("logged", json!({})).await;
+    r.s.wait_ready(&r.s.apps(), "logged", "True", Some("Ready")).await;
+    let lines =
+        r.op.logs()
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                let v: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("line {} of the log is not JSON ({e}): {line}", i + 1));
+                assert!(v.is_object(), "line {} is not an object: {line}", i + 1);
+                v
+            })
+            .collect();
+    (r, lines)
+}
+
+/// The spans (outermost first) a JSON log line was written in.
+fn spans_of(line: &Value) -> Vec<Value> {
+    line["spans"].as_array().cloned().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_format_writes_one_json_object_per_line() {
-    let r = Run::start(
-        "policies-json-log",
-        Profile::Ideal.config(),
-        &["--log-format", "json"],
-    )
-    .await;
+    let (r, lines) = json_logged_run("policies-json-log").await;
     let s = &r.s;
-    s.create_app("logged", json!({})).await;
-    s.wait_ready(&s.apps(), "logged", "True", Some("Ready")).await;
     let data = secret_data(&s.secrets().get("logged-credentials").await.unwrap());
-
-    let logs = r.op.logs();
+    assert!(lines.len() > 10, "the operator logged: {} lines", lines.len());
     let levels = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
-    let mut lines = 0;
-    let mut without_message = vec![];
-    let mut ours = 0;
-    for line in logs.lines() {
-        lines += 1;
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("line {lines} of the log is not JSON ({e}): {line}"));
+    for v in &lines {
         let ts = v["timestamp"]
             .as_str()
-            .unwrap_or_else(|| panic!("no timestamp: {line}"));
+            .unwrap_or_else(|| panic!("no timestamp: {v}"));
         chrono::DateTime::parse_from_rfc3339(ts).unwrap_or_else(|e| panic!("timestamp {ts}: {e}"));
         assert!(
             levels.contains(&v["level"].as_str().unwrap_or_default()),
-            "level: {line}"
+            "level: {v}"
         );
-        if !v["message"].is_string() {
-            without_message.push(line.to_string());
-        }
-        // The Application's reconcile span carries its namespace and name.
-        let spans = v["spans"].as_array().cloned().unwrap_or_default();
-        if spans
-            .iter()
-            .any(|sp| sp["namespace"] == s.ns.name() && sp["kind"] == "Application")
-            && line.contains(r#""name":"logged""#)
-        {
-            ours += 1;
-        }
+        assert!(v["message"].is_string(), "message: {v}");
+        assert!(v["target"].is_string(), "target: {v}");
     }
-    assert!(lines > 10, "the operator logged: {lines} lines");
     assert!(
-        without_message.is_empty(),
-        "{} lines without a message, e.g. {}",
-        without_message.len(),
-        without_message[0]
-    );
-    assert!(
-        logs.contains(r#""message":"dcr-operator starting""#),
+        lines
+            .iter()
+            .any(|v| v["message"] == "dcr-operator starting" && v["level"] == "INFO"),
         "the start line"
     );
+    // What is logged while reconciling the Application says which one: the operator's
+    // reconcile span names its kind and namespace, kube-runtime's names the object.
+    let object_ref = format!("Application.v1alpha1.dcr-operator.io/logged.{}", s.ns.name());
+    let ours = lines
+        .iter()
+        .filter(|v| {
+            let spans = spans_of(v);
+            spans
+                .iter()
+                .any(|sp| sp["kind"] == "Application" && sp["namespace"] == s.ns.name())
+                && spans.iter().any(|sp| sp["object.ref"] == object_ref.as_str())
+        })
+        .count();
     assert!(
         ours > 0,
-        "lines in the span of the Application's reconcile name its namespace and name"
+        "lines in the spans of the Application's reconcile name it"
     );
     s.assert_no_secret_leaks(&[&data["client_secret"], &s.admin.client_secret])
         .await;
     r.finish().await;
+}
+
+/// The operator's reconcile span has a field `name` (the Application's name), and the JSON
+/// formatter writes the span's own name under the same key: `{"kind":"Application",
+/// "name":"logged","namespace":"...","name":"reconcile"}`. JSON parsers keep one of the
+/// two (serde_json, jq: the last), so log pipelines lose the Application's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "operator bug: in --log-format json the reconcile span's `name` field (the Application) collides with the span name key; parsed, it reads \"reconcile\""]
+async fn json_log_spans_keep_the_application_name() {
+    let (r, lines) = json_logged_run("policies-json-name").await;
+    let ns = r.s.ns.name().to_string();
+    let reconcile_spans: Vec<Value> = lines
+        .iter()
+        .flat_map(spans_of)
+        .filter(|sp| sp["kind"] == "Application" && sp["namespace"] == ns.as_str())
+        .collect();
+    r.finish().await;
+    assert!(!reconcile_spans.is_empty(), "reconcile spans were logged");
+    assert!(
+        reconcile_spans.iter().all(|sp| sp["name"] == "logged"),
+        "the Application's name, parsed: {}",
+        reconcile_spans[0]
+    );
 }
 
 // ---- 4c. metrics and health endpoints --------------------------------------------------------
