@@ -209,7 +209,17 @@ impl OperatorProcess {
     /// `--namespaces`), trusting the CA file `ca_path`, and waits until it has started its
     /// controllers.
     pub async fn start(ca_path: &std::path::Path, extra_args: &[&str]) -> OperatorProcess {
-        let cluster = cluster().await;
+        let kubeconfig = cluster().await.kubeconfig_path().to_path_buf();
+        Self::start_with_kubeconfig(kubeconfig, ca_path, extra_args).await
+    }
+
+    /// [`OperatorProcess::start`] with the identity of `kubeconfig`, e.g. the operator's
+    /// own from [`operator_kubeconfig`] (config/rbac's ClusterRole only).
+    pub async fn start_with_kubeconfig(
+        kubeconfig: PathBuf,
+        ca_path: &std::path::Path,
+        extra_args: &[&str],
+    ) -> OperatorProcess {
         let dir = tempfile::Builder::new()
             .prefix("dcr-operator-process-")
             .tempdir()
@@ -217,7 +227,7 @@ impl OperatorProcess {
             .keep();
         let log_path = dir.join("operator.log");
         let mut p = OperatorProcess {
-            kubeconfig: cluster.kubeconfig_path().to_path_buf(),
+            kubeconfig,
             ca_path: ca_path.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             current: Box::leak(Box::new(Operator {
@@ -309,6 +319,24 @@ impl OperatorProcess {
             .expect("log file");
         use std::io::Write;
         let _ = writeln!(f, "---- test: SIGKILLed pid {} ----", self.current.pid);
+    }
+
+    /// SIGTERMs the process (a graceful stop, as the kubelet asks for one) and waits until
+    /// it is gone.
+    pub async fn terminate(&mut self) {
+        let Some(mut exited) = self.exited.take() else {
+            return;
+        };
+        if exited.try_recv().is_err() {
+            // SAFETY: as in `kill`.
+            unsafe {
+                libc::kill(self.current.pid as libc::pid_t, libc::SIGTERM);
+            }
+            tokio::time::timeout(TIMEOUT, exited)
+                .await
+                .expect("the operator exits after SIGTERM")
+                .ok();
+        }
     }
 
     /// Starts the operator again (after [`OperatorProcess::kill`]) with the same flags.

@@ -1,0 +1,235 @@
+//! Leader election against the real control plane: two operator processes with
+//! `--leader-elect`, running as the operator's ServiceAccount user with config/rbac's
+//! ClusterRole and its leader-election Role (applied verbatim), share one Lease. Exactly one
+//! reconciles; when it is SIGKILLed the other takes over once the Lease expires, and when it
+//! is SIGTERMed it releases the Lease so that the other takes over at once.
+//!
+//! The two tests run one after the other (both reconcile every namespace's objects, so two
+//! leaders of different tests would work on each other's Applications).
+
+mod support;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use std::time::{Duration, Instant};
+use support::cluster::{cluster, create_or_replace, wait_for, yaml_documents, OPERATOR_NAMESPACE, TIMEOUT};
+use support::operator::{emulator_ca_path, operator_kubeconfig, OperatorProcess};
+use support::scenario::{Profile, Scenario};
+
+/// The operator's defaults (`--leader-election-lease-duration` etc.), which these tests use.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+const RETRY_PERIOD: Duration = Duration::from_secs(2);
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Applies config/rbac/leader_election_role.yaml (Role and RoleBinding in dcr-system, the
+/// namespace created if missing) as shipped.
+async fn apply_leader_election_rbac(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": OPERATOR_NAMESPACE}
+    }))
+    .unwrap();
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {OPERATOR_NAMESPACE}: {e}"),
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let yaml = std::fs::read_to_string(repo.join("config/rbac/leader_election_role.yaml")).unwrap();
+    for doc in yaml_documents(&yaml).unwrap() {
+        assert_eq!(doc["metadata"]["namespace"], OPERATOR_NAMESPACE);
+        match doc["kind"].as_str() {
+            Some("Role") => {
+                let role: Role = serde_json::from_value(doc).unwrap();
+                create_or_replace(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), &role)
+                    .await
+                    .expect("leader-election Role");
+            }
+            Some("RoleBinding") => {
+                let binding: RoleBinding = serde_json::from_value(doc).unwrap();
+                create_or_replace(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), &binding)
+                    .await
+                    .expect("leader-election RoleBinding");
+            }
+            other => panic!("unexpected {other:?} in leader_election_role.yaml"),
+        }
+    }
+}
+
+/// A candidate: an operator process as the operator's user, electing on `lease`.
+async fn candidate(lease: &str, instance: &str) -> OperatorProcess {
+    let args = [
+        "--leader-elect",
+        "--leader-election-namespace",
+        OPERATOR_NAMESPACE,
+        "--leader-election-lease-name",
+        lease,
+        "--instance",
+        instance,
+    ];
+    OperatorProcess::start_with_kubeconfig(operator_kubeconfig().await, &emulator_ca_path().await, &args)
+        .await
+}
+
+fn is_leader(op: &OperatorProcess) -> bool {
+    op.logs().contains("acquired leadership")
+}
+
+async fn lease(client: &Client, name: &str) -> Lease {
+    Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .get(name)
+        .await
+        .expect("the Lease")
+}
+
+fn holder(lease: &Lease) -> Option<String> {
+    lease.spec.as_ref().and_then(|s| s.holder_identity.clone())
+}
+
+/// A Lease name of this run's own (the tests may run against a cluster of the user's).
+fn lease_name(test: &str) -> String {
+    format!("{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
+}
+
+/// Waits until exactly one of `a` and `b` has acquired leadership; returns (leader, standby).
+async fn elected(a: OperatorProcess, b: OperatorProcess) -> (OperatorProcess, OperatorProcess) {
+    wait_for("one of the two operators to acquire leadership", TIMEOUT, || {
+        let found = is_leader(&a) || is_leader(&b);
+        async move { Ok::<_, String>(found.then_some(())) }
+    })
+    .await;
+    match (is_leader(&a), is_leader(&b)) {
+        (true, false) => (a, b),
+        (false, true) => (b, a),
+        _ => panic!("both operators say they lead:\n{}\n----\n{}", a.logs(), b.logs()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_is_killed() {
+    let _serial = SERIAL.lock().await;
+    let client = cluster().await.client().await;
+    apply_leader_election_rbac(&client).await;
+    let lease_name = lease_name("killed");
+
+    // Both start at once and race for the Lease (a create, or replaces with resourceVersion).
+    let (a, b) = tokio::join!(candidate(&lease_name, "op-a"), candidate(&lease_name, "op-b"));
+    let (mut leader, standby) = elected(a, b).await;
+    let leader_id = if leader.logs().contains("op-a") {
+        "op-a"
+    } else {
+        "op-b"
+    };
+    let standby_id = if leader_id == "op-a" { "op-b" } else { "op-a" };
+    assert_eq!(
+        holder(&lease(&client, &lease_name).await).as_deref(),
+        Some(leader_id)
+    );
+    wait_for("the standby to see the Lease held", TIMEOUT, || {
+        let logs = standby.logs();
+        async move { Ok::<_, String>(logs.contains("standing by").then_some(())) }
+    })
+    .await;
+
+    // The leader reconciles; the standby never touches this test's objects.
+    let s = Scenario::start_with("leader-killed", Profile::Ideal, leader.operator()).await;
+    s.create_app("before", serde_json::json!({})).await;
+    s.wait_ready(&s.apps(), "before", "True", Some("Ready")).await;
+    assert!(
+        leader.logs().contains(s.ns.name()),
+        "the leader reconciled the Application"
+    );
+    assert!(
+        !standby.logs().contains(s.ns.name()) && !is_leader(&standby),
+        "the standby reconciled while the leader held the Lease:\n{}",
+        standby.logs()
+    );
+
+    // kill -9: no release. The standby takes over once the Lease has expired.
+    let renewed = lease(&client, &lease_name).await;
+    leader.kill().await;
+    let killed = Instant::now();
+    wait_for("the standby to take over", TIMEOUT, || {
+        let led = is_leader(&standby);
+        async move { Ok::<_, String>(led.then_some(())) }
+    })
+    .await;
+    let failover = killed.elapsed();
+    eprintln!("failover after SIGKILL: {failover:.1?} (lease {LEASE_DURATION:?}, retry {RETRY_PERIOD:?})");
+    let taken = lease(&client, &lease_name).await;
+    assert_eq!(holder(&taken).as_deref(), Some(standby_id));
+    let transitions = |l: &Lease| l.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0);
+    assert_eq!(transitions(&taken), transitions(&renewed) + 1);
+    // Not before the Lease expired (it was renewed at most a retry period before the kill)...
+    assert!(
+        failover + RETRY_PERIOD + Duration::from_secs(1) >= LEASE_DURATION,
+        "took over after {failover:?}, before the lease duration"
+    );
+    // ...and soon after (a retry period, plus the time to notice on a loaded machine).
+    assert!(
+        failover < LEASE_DURATION + 3 * RETRY_PERIOD + Duration::from_secs(5),
+        "{failover:?}"
+    );
+
+    // The new leader reconciles what was created after the failover.
+    s.create_app("after", serde_json::json!({})).await;
+    s.wait_ready(&s.apps(), "after", "True", Some("Ready")).await;
+    s.teardown().await;
+    drop(standby);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_gracefully_releases_the_lease_and_the_standby_takes_over_at_once() {
+    let _serial = SERIAL.lock().await;
+    let client = cluster().await.client().await;
+    apply_leader_election_rbac(&client).await;
+    let lease_name = lease_name("released");
+
+    let mut leader = candidate(&lease_name, "op-first").await;
+    wait_for("the first operator to lead", TIMEOUT, || {
+        let led = is_leader(&leader);
+        async move { Ok::<_, String>(led.then_some(())) }
+    })
+    .await;
+    let standby = candidate(&lease_name, "op-second").await;
+    wait_for("the second operator to stand by", TIMEOUT, || {
+        let logs = standby.logs();
+        async move { Ok::<_, String>(logs.contains("standing by").then_some(())) }
+    })
+    .await;
+    assert!(!is_leader(&standby));
+
+    // SIGTERM: the controllers stop, then the Lease is released.
+    let stopped = Instant::now();
+    leader.terminate().await;
+    let logs = leader.logs();
+    assert!(logs.contains("released the leader-election lease"), "{logs}");
+    assert!(
+        logs.contains("dcr-operator stopped") && !logs.contains("dcr-operator failed"),
+        "{logs}"
+    );
+    wait_for("the standby to take over", TIMEOUT, || {
+        let led = is_leader(&standby);
+        async move { Ok::<_, String>(led.then_some(())) }
+    })
+    .await;
+    let handover = stopped.elapsed();
+    eprintln!("handover after SIGTERM: {handover:.1?} (lease {LEASE_DURATION:?}, retry {RETRY_PERIOD:?})");
+    assert!(
+        handover < LEASE_DURATION - RETRY_PERIOD,
+        "the standby waited for expiry ({handover:?}) instead of taking the released Lease"
+    );
+    assert_eq!(
+        holder(&lease(&client, &lease_name).await).as_deref(),
+        Some("op-second")
+    );
+
+    let s = Scenario::start_with("leader-released", Profile::Ideal, standby.operator()).await;
+    s.create_app("app", serde_json::json!({})).await;
+    s.wait_ready(&s.apps(), "app", "True", Some("Ready")).await;
+    s.teardown().await;
+}
