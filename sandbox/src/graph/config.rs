@@ -31,6 +31,14 @@ pub struct EmulatorConfig {
     /// and the token endpoint does not know it yet (contract §7, checklist 3).
     #[serde(with = "secs")]
     pub replication_lag: Duration,
+    /// For this long after an application or service principal is soft-deleted, deleted
+    /// items do not show it yet: `GET`, `restore` and `DELETE` (purge) of
+    /// `/directory/deletedItems/{id}` answer 404 and the lists omit it, while the live
+    /// object is already gone. The directory replicates a deletion like a creation
+    /// (contract §7); whether Entra's deleted items lag this way is UNVERIFIED. Zero (off)
+    /// by default.
+    #[serde(with = "secs")]
+    pub deleted_items_lag: Duration,
     /// A new password works at the token endpoint only this long after `addPassword`
     /// (contract §4.1, checklist 4). Before that the token endpoint answers
     /// [`Assumptions::inactive_secret_error`].
@@ -75,6 +83,7 @@ impl Default for EmulatorConfig {
             tls_extra_names: Vec::new(),
             ca_out: None,
             replication_lag: Duration::ZERO,
+            deleted_items_lag: Duration::ZERO,
             secret_activation_delay: Duration::ZERO,
             password_max_lifetime: None,
             token_lifetime: Duration::from_secs(3599),
@@ -98,6 +107,12 @@ impl EmulatorConfig {
     /// Set [`EmulatorConfig::replication_lag`].
     pub fn with_replication_lag(mut self, lag: Duration) -> Self {
         self.replication_lag = lag;
+        self
+    }
+
+    /// Set [`EmulatorConfig::deleted_items_lag`].
+    pub fn with_deleted_items_lag(mut self, lag: Duration) -> Self {
+        self.deleted_items_lag = lag;
         self
     }
 
@@ -622,6 +637,59 @@ mod tests {
         assert_eq!(json["password_max_lifetime"], serde_json::Value::Null);
         let back: EmulatorConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    /// `deleted_items_lag`: for that long a deleted application is neither live nor in
+    /// deleted items (get and purge answer 404); afterwards it can be purged.
+    #[tokio::test]
+    async fn deleted_items_lag_hides_a_deletion_from_deleted_items_for_a_while() {
+        use crate::graph::{GraphEmulator, GraphPermission, TenantSpec};
+        let cfg = EmulatorConfig::default()
+            .with_clock_speed(0.0)
+            .with_deleted_items_lag(Duration::from_secs(5));
+        assert_eq!(serde_json::to_value(&cfg).unwrap()["deleted_items_lag"], 5.0);
+        let emu = GraphEmulator::start(cfg).await.unwrap();
+        let tenant = emu.seed_tenant(TenantSpec::default());
+        let admin = emu.seed_admin_app(&tenant.id, GraphPermission::ApplicationReadWriteAll);
+        let http = emu.http_client();
+        let token = emu.mint_token(&admin);
+        let call = |method: reqwest::Method, path: &str| {
+            http.request(method, format!("{}{path}", emu.graph_v1()))
+                .bearer_auth(&token)
+        };
+        let created: serde_json::Value = call(reqwest::Method::POST, "/applications")
+            .json(&serde_json::json!({"displayName": "lagging"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_string();
+        let status = |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status().as_u16() };
+        assert_eq!(
+            status(call(reqwest::Method::DELETE, &format!("/applications/{id}"))).await,
+            204
+        );
+        let item = format!("/directory/deletedItems/{id}");
+        assert_eq!(
+            status(call(reqwest::Method::GET, &format!("/applications/{id}"))).await,
+            404
+        );
+        assert_eq!(
+            status(call(reqwest::Method::GET, &item)).await,
+            404,
+            "not in deleted items yet"
+        );
+        assert_eq!(
+            status(call(reqwest::Method::DELETE, &item)).await,
+            404,
+            "cannot be purged yet"
+        );
+        emu.advance_clock(Duration::from_secs(5));
+        assert_eq!(status(call(reqwest::Method::GET, &item)).await, 200);
+        assert_eq!(status(call(reqwest::Method::DELETE, &item)).await, 204);
+        emu.shutdown().await;
     }
 
     #[test]

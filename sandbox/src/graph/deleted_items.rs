@@ -38,6 +38,13 @@ pub(crate) fn purge_expired(dir: &mut Directory, tenant: Uuid, now: DateTime<Utc
     t.sps.retain(|_, s| s.deleted.is_none_or(|d| d > cutoff));
 }
 
+/// Whether an object soft-deleted at `deleted` shows in deleted items yet (see
+/// [`EmulatorConfig::deleted_items_lag`](super::EmulatorConfig::deleted_items_lag)).
+fn listed(deleted: Option<DateTime<Utc>>, ctx: &Ctx) -> bool {
+    let lag = TimeDelta::from_std(ctx.cfg.deleted_items_lag).unwrap_or(TimeDelta::zero());
+    deleted.is_some_and(|d| d + lag <= ctx.now)
+}
+
 /// 403 unless the caller may manage this (deleted) application.
 fn require_app_write(ctx: &Ctx, owners: &[Uuid]) -> Result<(), GraphError> {
     if ctx.caller.write_all() || (ctx.caller.owned_by() && owners.contains(&ctx.caller.sp_id)) {
@@ -78,7 +85,7 @@ pub(crate) fn list(dir: &Directory, ctx: &Ctx, kind: DeletedType) -> GraphResult
         DeletedType::Application => (
             t.apps
                 .values()
-                .filter(|a| a.deleted.is_some())
+                .filter(|a| listed(a.deleted, ctx))
                 .map(|a| Item {
                     seq: a.seq,
                     obj: a.render(),
@@ -90,7 +97,7 @@ pub(crate) fn list(dir: &Directory, ctx: &Ctx, kind: DeletedType) -> GraphResult
         DeletedType::ServicePrincipal => (
             t.sps
                 .values()
-                .filter(|s| s.deleted.is_some())
+                .filter(|s| listed(s.deleted, ctx))
                 .map(|s| Item {
                     seq: s.seq,
                     obj: s.render(),
@@ -118,13 +125,13 @@ pub(crate) fn get(dir: &Directory, ctx: &Ctx, id: &str) -> GraphResult {
     let uid = parse_object_id(id)?;
     let t = ctx.tenant(dir);
     let context = ctx.context_url("directory/deletedItems/$entity");
-    if let Some(a) = t.apps.get(&uid).filter(|a| a.deleted.is_some()) {
+    if let Some(a) = t.apps.get(&uid).filter(|a| listed(a.deleted, ctx)) {
         return Ok(Reply::Json(
             StatusCode::OK,
             typed(a.render(), "application", context),
         ));
     }
-    if let Some(s) = t.sps.get(&uid).filter(|s| s.deleted.is_some()) {
+    if let Some(s) = t.sps.get(&uid).filter(|s| listed(s.deleted, ctx)) {
         return Ok(Reply::Json(
             StatusCode::OK,
             typed(s.render(), "servicePrincipal", context),
@@ -140,7 +147,7 @@ pub(crate) fn restore(dir: &mut Directory, ctx: &Ctx, id: &str) -> GraphResult {
     let seq = dir.next_seq();
     let t = ctx.tenant_mut(dir);
     let context = ctx.context_url("directoryObjects/$entity");
-    if let Some(app) = t.apps.get(&uid).filter(|a| a.deleted.is_some()) {
+    if let Some(app) = t.apps.get(&uid).filter(|a| listed(a.deleted, ctx)) {
         require_app_write(ctx, &app.owners)?;
         // identifierUris may have been taken meanwhile when they are not reserved.
         let uris = app.identifier_uris();
@@ -175,7 +182,7 @@ pub(crate) fn restore(dir: &mut Directory, ctx: &Ctx, id: &str) -> GraphResult {
             typed(t.apps[&uid].render(), "application", context),
         ));
     }
-    if let Some(sp) = t.sps.get(&uid).filter(|s| s.deleted.is_some()) {
+    if let Some(sp) = t.sps.get(&uid).filter(|s| listed(s.deleted, ctx)) {
         let app_id = sp.app_id;
         require_sp_write(ctx, t, app_id)?;
         if t.sps.values().any(|s| s.app_id == app_id && s.deleted.is_none()) {
@@ -201,13 +208,13 @@ pub(crate) fn purge(dir: &mut Directory, ctx: &Ctx, id: &str) -> GraphResult {
     let uid = parse_object_id(id)?;
     let seq = dir.next_seq();
     let t = ctx.tenant_mut(dir);
-    if let Some(app) = t.apps.get(&uid).filter(|a| a.deleted.is_some()) {
+    if let Some(app) = t.apps.get(&uid).filter(|a| listed(a.deleted, ctx)) {
         require_app_write(ctx, &app.owners)?;
         t.apps.remove(&uid);
         t.record_change(seq, ctx.now, uid);
         return Ok(Reply::Empty(StatusCode::NO_CONTENT));
     }
-    if let Some(sp) = t.sps.get(&uid).filter(|s| s.deleted.is_some()) {
+    if let Some(sp) = t.sps.get(&uid).filter(|s| listed(s.deleted, ctx)) {
         require_sp_write(ctx, t, sp.app_id)?;
         t.sps.remove(&uid);
         return Ok(Reply::Empty(StatusCode::NO_CONTENT));
