@@ -294,6 +294,46 @@ async fn purge_deletes_the_entra_application_permanently(test: &str, profile: Pr
     r.finish().await;
 }
 
+/// The deletion replicates too: for 3 s after the delete, deleted items do not show the
+/// application (`EmulatorConfig::deleted_items_lag`), so a purge right after the delete
+/// answers 404. The purge must be retried until it lands, not taken as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "operator bug: cleanup purges once right after the delete and ignores a 404 (deleted item not replicated yet); the finalizer is dropped and the application stays in deleted items"]
+async fn purge_waits_for_the_deleted_item_to_replicate() {
+    let emulator = Profile::Ideal
+        .config()
+        .with_deleted_items_lag(Duration::from_secs(3));
+    let r = Run::start("purge-deleted-lag", emulator, &[]).await;
+    let s = &r.s;
+    purge_deleted_applications(s).await;
+    s.create_app("lagging", json!({})).await;
+    let app = s.wait_ready(&s.apps(), "lagging", "True", Some("Ready")).await;
+    let object_id = status_of(&app).application_object_id.unwrap();
+    s.apps()
+        .delete("lagging", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_deleted(&s.apps(), "lagging", TIMEOUT).await;
+    let left = s
+        .emu
+        .state()
+        .application(&object_id)
+        .map(|a| (a.deleted_date_time, a.tags.clone()));
+    let requests: Vec<String> = s
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains(&object_id) && r.method == "DELETE")
+        .map(|r| format!("{} {} {}", r.operation, r.status, r.time.format("%H:%M:%S%.3f")))
+        .collect();
+    let events = events_about(&s.events().await, "lagging");
+    r.finish().await;
+    assert!(
+        left.is_none(),
+        "still in deleted items (deletedDateTime, tags): {left:?}; DELETE requests: {requests:#?}; Events: {events:#?}"
+    );
+}
+
 /// The Application is deleted while its new provider-side application is still replicating
 /// (reads and writes addressed to it answer 404 for 10 s, as Entra's do for a while): the
 /// operator stops right after recording the application's ids (a crash, a rollout), the
