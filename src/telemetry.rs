@@ -1,6 +1,7 @@
 //! Logging: `tracing` to stderr as text or JSON, filtered by `RUST_LOG` (default `info`).
 
 use crate::config::LogFormat;
+use std::io::IsTerminal;
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global subscriber. Call once, first thing.
@@ -9,6 +10,8 @@ pub fn init(format: LogFormat) {
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: `kubectl logs` and log shippers get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
     let result = match format {
         LogFormat::Text => builder.try_init(),

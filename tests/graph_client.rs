@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use dcr_operator::idp::azure::{
     AddPasswordRequest, ApplicationPatch, ClientCredential, DeltaCursor, DeltaItem, Freshness, GraphClient,
-    GraphClientConfig, GraphError, GraphObserver, RemovedReason, TokenError, UpsertOutcome, WebApplication,
+    GraphClientConfig, GraphError, GraphObserver, InventoryConfig, RemovedReason, TokenError, UpsertOutcome,
+    WebApplication,
 };
 use dcr_operator::sensitive::SecretString;
 use sandbox::graph::{AdminApp, EmulatorConfig, FaultConfig, GraphEmulator, GraphPermission, RequestRecord};
@@ -163,12 +164,12 @@ async fn every_operation_happy_path() {
 
     // Service principal: create, duplicate create returns the same one, read back.
     let sp = client
-        .create_service_principal(&app_id, Freshness::Settled)
+        .create_service_principal(&app_id, &[], Freshness::Settled)
         .await
         .unwrap();
     assert_eq!(sp.app_id.as_deref(), Some(app_id.as_str()));
     let again = client
-        .create_service_principal(&app_id, Freshness::Settled)
+        .create_service_principal(&app_id, &[], Freshness::Settled)
         .await
         .unwrap();
     assert_eq!(again.id, sp.id);
@@ -512,7 +513,7 @@ async fn replication_lag_is_survived() {
         .await
         .expect("addPassword survives the replication 404s");
     let sp = client
-        .create_service_principal(&app_id, Freshness::JustCreated)
+        .create_service_principal(&app_id, &[], Freshness::JustCreated)
         .await
         .expect("SP create survives NoBackingApplicationObject");
     assert_eq!(sp.app_id.as_deref(), Some(app_id.as_str()));
@@ -923,15 +924,119 @@ async fn service_principal_create_survives_the_local_tenant_403() {
     let app_id = app.app_id.unwrap();
 
     let err = client
-        .create_service_principal(&app_id, Freshness::Settled)
+        .create_service_principal(&app_id, &[], Freshness::Settled)
         .await
         .expect_err("a settled app's 403 is final");
     assert_eq!(err.reason(), "Forbidden");
     client
-        .create_service_principal(&app_id, Freshness::JustCreated)
+        .create_service_principal(&app_id, &[], Freshness::JustCreated)
         .await
         .expect("retried until replicated");
     assert!(count(&emu, "servicePrincipal.create", 403) >= 2);
     assert_eq!(count(&emu, "servicePrincipal.create", 201), 1);
+    emu.shutdown().await;
+}
+
+/// The inventory (issue 6, "efficient steady state"): after one delta round and one listing
+/// of tagged service principals, lookups of unchanged objects cost no request each; writes by
+/// the client and changes made elsewhere make objects "unknown" (read directly) again.
+#[tokio::test]
+async fn the_inventory_answers_for_unchanged_objects_in_o1_requests() {
+    const TAG: &str = "dcr-operator:cluster:inventory";
+    let (emu, admin) = start(EmulatorConfig::default()).await;
+    let with_inventory = |max_age: Duration| {
+        let mut c = config_for(&emu, &admin.tenant_id, &admin.client_id, &admin.client_secret);
+        c.inventory = Some(InventoryConfig {
+            tag: TAG.into(),
+            max_age,
+            reverify_after: Duration::from_secs(3600),
+        });
+        GraphClient::new(c).unwrap()
+    };
+    let client = with_inventory(Duration::from_secs(3600));
+    let me = client.own_service_principal().await.unwrap();
+    let tags = vec![TAG.to_string()];
+    let mut ours = Vec::new();
+    for i in 0..30 {
+        let mut patch = desired(&client, &format!("inv-{i}"), &me.id);
+        patch.tags = Some(tags.clone());
+        let app = client
+            .ensure_application(&format!("inv-{i}"), &patch)
+            .await
+            .unwrap()
+            .application;
+        let sp = client
+            .create_service_principal(app.app_id.as_deref().unwrap(), &tags, Freshness::JustCreated)
+            .await
+            .unwrap();
+        ours.push((app, sp));
+    }
+    for i in 0..5 {
+        let patch = desired(&client, &format!("foreign-{i}"), &me.id);
+        client
+            .ensure_application(&format!("foreign-{i}"), &patch)
+            .await
+            .unwrap();
+    }
+
+    let (gets, sp_gets) = (
+        total(&emu, "application.get"),
+        total(&emu, "servicePrincipal.get"),
+    );
+    for (app, sp) in &ours {
+        let known = client
+            .known_application(&app.id)
+            .await
+            .expect("known after the first round");
+        assert_eq!(known.app_id, app.app_id);
+        assert!(client.known_service_principal(&sp.id).await);
+    }
+    assert_eq!(total(&emu, "application.delta"), 1, "one round for 60 lookups");
+    assert_eq!(total(&emu, "servicePrincipal.list"), 1);
+    assert_eq!(total(&emu, "application.get"), gets, "no read per object");
+    assert_eq!(total(&emu, "servicePrincipal.get"), sp_gets);
+
+    // The client's own write makes the object unknown until it is read again.
+    let (a0, _) = &ours[0];
+    let rename = ApplicationPatch {
+        display_name: Some("renamed".into()),
+        ..Default::default()
+    };
+    client
+        .update_application(&a0.id, &rename, Freshness::Settled)
+        .await
+        .unwrap();
+    assert!(client.known_application(&a0.id).await.is_none());
+    client.get_application(&a0.id, Freshness::Settled).await.unwrap();
+    let known = client.known_application(&a0.id).await.unwrap();
+    assert_eq!(known.display_name.as_deref(), Some("renamed"));
+
+    // Changes made elsewhere are seen at the next refresh (here: every lookup refreshes).
+    let watcher = with_inventory(Duration::ZERO);
+    let (a1, _) = &ours[1];
+    let (_, sp2) = &ours[2];
+    assert!(watcher.known_application(&a1.id).await.is_some());
+    assert!(watcher.known_service_principal(&sp2.id).await);
+    client.delete_application(&a1.id).await.unwrap();
+    client.delete_service_principal(&sp2.id).await.unwrap();
+    let outside = ApplicationPatch {
+        description: Some("changed by hand".into()),
+        ..Default::default()
+    };
+    let (a3, _) = &ours[3];
+    client
+        .update_application(&a3.id, &outside, Freshness::Settled)
+        .await
+        .unwrap();
+    assert!(watcher.known_application(&a1.id).await.is_none(), "deleted");
+    assert!(!watcher.known_service_principal(&sp2.id).await, "deleted");
+    assert!(
+        watcher.known_application(&a3.id).await.is_none(),
+        "changed: read it"
+    );
+    assert!(
+        watcher.known_application(&ours[4].0.id).await.is_some(),
+        "unchanged"
+    );
     emu.shutdown().await;
 }

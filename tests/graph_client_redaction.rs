@@ -84,7 +84,7 @@ async fn a_trace_level_log_of_a_whole_session_holds_no_secret_or_token() {
         .unwrap();
     tracing::info!(password = ?first, "issued");
     client
-        .create_service_principal(&app_id, Freshness::JustCreated)
+        .create_service_principal(&app_id, &[], Freshness::JustCreated)
         .await
         .unwrap();
 

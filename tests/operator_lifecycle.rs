@@ -630,3 +630,164 @@ async fn secret_templates_shape_the_secret() {
         .contains("unknown field"));
     s.teardown().await;
 }
+
+/// Touches the AuthStrategy: its Applications are reconciled as at a resync (they are not
+/// edited themselves, so the operator may answer from its provider inventory).
+async fn resync_via_strategy(s: &Scenario) {
+    let patch =
+        json!({"metadata": {"annotations": {"test.dcr-operator.io/poke": uuid::Uuid::new_v4().to_string()}}});
+    s.strategies()
+        .patch(&s.strategy, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Names of this scenario's Applications whose passes logged after byte `from` of the
+/// operator log checked the provider side, with how: `Some(true)` when every such pass was
+/// answered by the inventory for both the application and the service principal.
+fn passes_since(s: &Scenario, from: usize) -> std::collections::BTreeMap<String, bool> {
+    let log = s.operator.logs();
+    let mut out = std::collections::BTreeMap::new();
+    for line in log.get(from..).unwrap_or_default().lines() {
+        if !line.contains("provider-side objects checked") || !line.contains(s.ns.name()) {
+            continue;
+        }
+        let Some(name) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("name="))
+            .map(|n| n.trim_matches(|c| c == '"' || c == '}' || c == ':').to_string())
+        else {
+            continue;
+        };
+        let inventory =
+            line.contains("application_read=Inventory") && line.contains("service_principal_read=Inventory");
+        let all = out.entry(name).or_insert(true);
+        *all &= inventory;
+    }
+    out
+}
+
+both_profiles!(a_resync_of_unchanged_applications_reads_the_inventory);
+
+/// Issue 6, "efficient steady state": passes over unchanged Applications make no Graph read
+/// of their own (the delta-tracked inventory answers), and drift is still found that way.
+async fn a_resync_of_unchanged_applications_reads_the_inventory(test: &str, profile: Profile) {
+    let s = Scenario::start(test, profile).await;
+    let names = ["steady-a", "steady-b", "steady-c"];
+    for n in names {
+        s.create_app(n, json!({})).await;
+    }
+    for n in names {
+        ready_app(&s, n).await;
+    }
+    // The writes of the creation reach the inventory through delta (replication lag) and are
+    // read once more; after that, passes settle on the inventory.
+    let start = s.operator.logs().len();
+    let last_poke = std::sync::Mutex::new(std::time::Instant::now() - std::time::Duration::from_secs(60));
+    wait_for(
+        "a pass of each Application answered by the inventory",
+        TIMEOUT,
+        || async {
+            let due = last_poke.lock().unwrap().elapsed() > std::time::Duration::from_secs(2);
+            if due {
+                *last_poke.lock().unwrap() = std::time::Instant::now();
+                resync_via_strategy(&s).await;
+            }
+            let seen = passes_since(&s, start);
+            let settled = names.iter().all(|n| {
+                let log = s.operator.logs();
+                log.get(start..).unwrap_or_default().lines().any(|l| {
+                    l.contains("provider-side objects checked")
+                        && l.contains(s.ns.name())
+                        && l.contains(&format!("name={n}"))
+                        && l.contains("application_read=Inventory")
+                        && l.contains("service_principal_read=Inventory")
+                })
+            });
+            Ok::<_, String>((settled && seen.len() == names.len()).then_some(()))
+        },
+    )
+    .await;
+
+    // The measured pass: one resync of every Application, and not one Graph read for them.
+    let log_mark = s.operator.logs().len();
+    let request_mark = s.emu.requests().last().map_or(0, |r| r.seq);
+    resync_via_strategy(&s).await;
+    let passes = wait_for("a pass of each Application", TIMEOUT, || async {
+        let seen = passes_since(&s, log_mark);
+        Ok::<_, String>((seen.len() == names.len()).then_some(seen))
+    })
+    .await;
+    assert!(passes.values().all(|inventory| *inventory), "{passes:?}");
+    let reads: Vec<String> = s
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.seq > request_mark)
+        .filter(|r| r.operation == "application.get" || r.operation == "servicePrincipal.get")
+        .map(|r| format!("{} {}", r.operation, r.path))
+        .collect();
+    assert!(
+        reads.is_empty(),
+        "per-object reads in a steady-state resync: {reads:?}"
+    );
+
+    // Drift is still found, through the inventory (the Application is not edited).
+    let app = s.apps().get("steady-a").await.unwrap();
+    let st = app.status.clone().unwrap();
+    let client_id = st.client_id.clone().unwrap();
+    let sp = st.service_principal_id.clone().unwrap();
+    assert!(graph(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/servicePrincipals/{sp}"),
+        None
+    )
+    .await
+    .is_success());
+    let object_id = st.application_object_id.clone().unwrap();
+    let b = s.apps().get("steady-b").await.unwrap().status.unwrap();
+    let b_object = b.application_object_id.unwrap();
+    assert!(graph(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/applications/{b_object}"),
+        None
+    )
+    .await
+    .is_success());
+    let last_poke = std::sync::Mutex::new(std::time::Instant::now() - std::time::Duration::from_secs(60));
+    wait_for(
+        "the SP recreated and the application restored",
+        TIMEOUT,
+        || async {
+            if last_poke.lock().unwrap().elapsed() > std::time::Duration::from_secs(2) {
+                *last_poke.lock().unwrap() = std::time::Instant::now();
+                resync_via_strategy(&s).await;
+            }
+            let state = s.emu.state();
+            let sp_back = state
+                .service_principals()
+                .any(|p| p.app_id == client_id && p.deleted_date_time.is_none());
+            let restored = state
+                .applications()
+                .any(|a| a.id == b_object && a.deleted_date_time.is_none());
+            Ok::<_, String>((sp_back && restored).then_some(()))
+        },
+    )
+    .await;
+    assert_eq!(
+        s.apps()
+            .get("steady-a")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .application_object_id,
+        Some(object_id)
+    );
+    for n in names {
+        s.wait_ready(&s.apps(), n, "True", Some("Ready")).await;
+    }
+    s.teardown().await;
+}

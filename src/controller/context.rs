@@ -1,8 +1,11 @@
 //! The state shared by every reconciliation: the Kubernetes client, the one event
 //! recorder, metrics, the provider clients and the operator's settings.
 
+use super::application::changes::ChangeTracker;
+use super::application::desired::cluster_tag;
 use super::providers::ProviderClients;
 use crate::config::RunConfig;
+use crate::idp::azure::InventoryConfig;
 use crate::metrics::Metrics;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Recorder, Reporter};
@@ -17,6 +20,19 @@ pub struct Settings {
     pub cluster_name: String,
     pub resync_period: Duration,
     pub activation_timeout: Duration,
+}
+
+impl Settings {
+    /// Provider inventories are refreshed three times per resync period (5 s to 5 min), so a
+    /// resync sees changes at most a third of a period late; every object is still read
+    /// directly once an hour.
+    pub fn inventory(&self) -> InventoryConfig {
+        InventoryConfig {
+            tag: cluster_tag(&self.cluster_name),
+            max_age: (self.resync_period / 3).clamp(Duration::from_secs(5), Duration::from_secs(300)),
+            reverify_after: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl From<&RunConfig> for Settings {
@@ -37,6 +53,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub providers: ProviderClients,
     pub settings: Settings,
+    /// Applications edited since their last Ready pass (those skip the inventory).
+    pub application_edits: ChangeTracker,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -55,7 +73,8 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
-            providers: ProviderClients::new(metrics.clone(), extra_ca_pem),
+            providers: ProviderClients::new(metrics.clone(), extra_ca_pem, settings.inventory()),
+            application_edits: ChangeTracker::default(),
             client,
             metrics,
             settings,

@@ -4,7 +4,9 @@
 
 use crate::crd::common::SecretKeyRef;
 use crate::crd::provider::{AzureCloud, DcrProvider, ProviderType};
-use crate::idp::azure::{self, ClientCredential, ConfigError, GraphClient, GraphClientConfig, RateLimit};
+use crate::idp::azure::{
+    self, ClientCredential, ConfigError, GraphClient, GraphClientConfig, InventoryConfig, RateLimit,
+};
 use crate::metrics::Metrics;
 use crate::sensitive::SecretString;
 use k8s_openapi::api::core::v1::Secret;
@@ -50,14 +52,17 @@ struct Fingerprint {
 pub struct ProviderClients {
     observer: Arc<Metrics>,
     extra_ca_pem: Option<Vec<u8>>,
+    /// How each client keeps its inventory of this operator's objects.
+    inventory: InventoryConfig,
     cache: Mutex<HashMap<String, (Fingerprint, Arc<GraphClient>)>>,
 }
 
 impl ProviderClients {
-    pub fn new(observer: Arc<Metrics>, extra_ca_pem: Option<Vec<u8>>) -> Self {
+    pub fn new(observer: Arc<Metrics>, extra_ca_pem: Option<Vec<u8>>, inventory: InventoryConfig) -> Self {
         Self {
             observer,
             extra_ca_pem,
+            inventory,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -82,7 +87,8 @@ impl ProviderClients {
             }
         }
         let client_secret = secret_value(&secret, secret_ref)?;
-        let config = graph_config(provider, client_secret, self.extra_ca_pem.clone())?;
+        let mut config = graph_config(provider, client_secret, self.extra_ca_pem.clone())?;
+        config.inventory = Some(self.inventory.clone());
         let client = Arc::new(GraphClient::with_observer(config, self.observer.clone())?);
         self.cache
             .lock()

@@ -10,6 +10,7 @@
 //! enough not to belong to a write in flight.
 
 pub mod admission;
+pub mod changes;
 pub mod credential;
 pub mod desired;
 
@@ -97,11 +98,19 @@ impl From<Refusal> for Outcome {
 async fn apply(app: &Application, ctx: &Context, api: &Api<Application>) -> Result<Action> {
     let old = app.status.clone().unwrap_or_default();
     let mut status = old.clone();
+    let reads = if ctx.application_edits.edited_since_ready(app) {
+        ProviderReads::Direct
+    } else {
+        ProviderReads::Inventory
+    };
     let result = match gate(app, ctx).await {
-        Ok(Ok(gate)) => converge(app, ctx, &gate, &mut status, api).await,
+        Ok(Ok(gate)) => converge(app, ctx, &gate, &mut status, api, reads).await,
         Ok(Err(refusal)) => Ok(Outcome::from(refusal)),
         Err(e) => Err(e),
     };
+    if matches!(result, Ok(Outcome::Ready { .. })) {
+        ctx.application_edits.ready(app);
+    }
     let (condition, action, error) = match result {
         Ok(Outcome::Ready { message, requeue }) => {
             (DesiredCondition::ready(message), Action::requeue(requeue), None)
@@ -199,6 +208,16 @@ fn classify(e: &Error) -> (Reason, bool) {
         Some(_) => (Reason::ProviderError, false),
         None => (Reason::Progressing, true),
     }
+}
+
+/// How a pass learns the state of the provider-side objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProviderReads {
+    /// From the provider inventory when it knows them unchanged (a resync of an unedited
+    /// Application: no Graph read of its own), else directly.
+    Inventory,
+    /// Directly (the Application was edited: its owner expects a fresh look).
+    Direct,
 }
 
 /// Everything an Application needs from its strategy and provider.
@@ -299,6 +318,7 @@ async fn converge(
     gate: &Gate,
     status: &mut ApplicationStatus,
     api: &Api<Application>,
+    reads: ProviderReads,
 ) -> Result<Outcome> {
     let cluster = &ctx.settings.cluster_name;
     let uid = app.uid().ok_or(Error::MissingObjectKey("metadata.uid"))?;
@@ -308,7 +328,7 @@ async fn converge(
 
     // (provider) The application itself, created if missing.
     let before = status.clone();
-    let registration = ensure_registered(app, ctx, gate, status, &unique_name, &desired).await?;
+    let registration = ensure_registered(app, ctx, gate, status, &unique_name, &desired, reads).await?;
     let (entra_app, freshness) = (&registration.app, registration.freshness);
     let app_id = entra_app
         .app_id
@@ -343,7 +363,12 @@ async fn converge(
     }
 
     // (provider) The service principal, so the client can obtain tokens.
-    ensure_service_principal(app, ctx, graph, status, &app_id, freshness).await?;
+    let sp_source = ensure_service_principal(app, ctx, graph, status, &app_id, freshness, reads).await?;
+    tracing::debug!(
+        application_read = ?registration.source,
+        service_principal_read = ?sp_source,
+        "provider-side objects checked"
+    );
 
     deliver_credential(app, ctx, gate, status, &registration, &app_id).await
 }
@@ -356,6 +381,17 @@ struct Registration {
     replaced: bool,
     /// The application was restored from deleted items: its keys must be proven again.
     restored: bool,
+    /// Where the pass learned of it.
+    source: ReadSource,
+}
+
+/// Where a pass learned of a provider-side object (logged, for the steady-state cost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadSource {
+    /// The provider inventory knew it unchanged: no request of its own.
+    Inventory,
+    /// Read, created or repaired with requests of its own.
+    Graph,
 }
 
 /// Finds the provider-side application by the recorded object id; repairs one deleted out
@@ -368,10 +404,23 @@ async fn ensure_registered(
     status: &mut ApplicationStatus,
     unique_name: &str,
     desired: &azure::ApplicationPatch,
+    reads: ProviderReads,
 ) -> Result<Registration> {
     let graph = &gate.client;
     let mut replaced = false;
     if let Some(id) = status.application_object_id.clone() {
+        if reads == ProviderReads::Inventory {
+            if let Some(known) = graph.known_application(&id).await {
+                let freshness = freshness_of(&known);
+                return Ok(Registration {
+                    app: known,
+                    freshness,
+                    replaced,
+                    restored: false,
+                    source: ReadSource::Inventory,
+                });
+            }
+        }
         match graph.get_application(&id, Freshness::Settled).await {
             Ok(found) => {
                 let freshness = freshness_of(&found);
@@ -380,6 +429,7 @@ async fn ensure_registered(
                     freshness,
                     replaced,
                     restored: false,
+                    source: ReadSource::Graph,
                 });
             }
             Err(e) if e.is_not_found() => match graph.restore_deleted_application(&id).await {
@@ -393,6 +443,7 @@ async fn ensure_registered(
                         freshness: Freshness::JustCreated,
                         replaced,
                         restored: true,
+                        source: ReadSource::Graph,
                     });
                 }
                 Err(e) if e.is_not_found() => {
@@ -442,6 +493,7 @@ async fn ensure_registered(
             freshness: Freshness::JustCreated,
             replaced,
             restored: false,
+            source: ReadSource::Graph,
         });
     }
     let freshness = freshness_of(&ensured.application);
@@ -450,6 +502,7 @@ async fn ensure_registered(
         freshness,
         replaced,
         restored: false,
+        source: ReadSource::Graph,
     })
 }
 
@@ -461,12 +514,16 @@ async fn ensure_service_principal(
     status: &mut ApplicationStatus,
     app_id: &str,
     freshness: Freshness,
-) -> Result<()> {
+    reads: ProviderReads,
+) -> Result<ReadSource> {
     if let Some(id) = &status.service_principal_id {
+        if reads == ProviderReads::Inventory && graph.known_service_principal(id).await {
+            return Ok(ReadSource::Inventory);
+        }
         // Settled: a 404 here means deleted. (Were it replication lag, the create below
         // answers 409 and the client returns the existing principal.)
         match graph.get_service_principal(id, Freshness::Settled).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(ReadSource::Graph),
             Err(e) if e.is_not_found() => {
                 let note = format!("service principal {id} was deleted out of band; creating it again");
                 events::publish(
@@ -482,12 +539,16 @@ async fn ensure_service_principal(
             Err(e) => return Err(Error::EnsureServicePrincipal(e)),
         }
     }
+    let tags = [
+        desired::TAG_MANAGED.to_string(),
+        desired::cluster_tag(&ctx.settings.cluster_name),
+    ];
     let sp = graph
-        .create_service_principal(app_id, freshness)
+        .create_service_principal(app_id, &tags, freshness)
         .await
         .map_err(Error::EnsureServicePrincipal)?;
     status.service_principal_id = Some(sp.id);
-    Ok(())
+    Ok(ReadSource::Graph)
 }
 
 /// Objects created in the last minutes may still be replicating.
@@ -1090,6 +1151,7 @@ async fn release(app: &Application, ctx: &Context, status: &ApplicationStatus) -
 async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
     let namespace = app.namespace().unwrap_or_default();
     ctx.metrics.forget_application(&namespace, &app.name_any());
+    ctx.application_edits.forget(app);
     let status = app.status.clone().unwrap_or_default();
     if app.spec.deletion_policy == DeletionPolicy::Orphan {
         release(app, ctx, &status).await?;

@@ -15,6 +15,7 @@ use crate::sensitive::SecretString;
 
 use super::config::{ClientCredential, GraphClientConfig};
 use super::error::{graph_error_for, parse_error_info, ConfigError, GraphError, GraphErrorInfo, TokenError};
+use super::inventory::Inventory;
 use super::models::{
     AddPasswordBody, AddPasswordRequest, Application, ApplicationPatch, CreateServicePrincipalBody,
     DeltaCursor, DeltaItem, DeltaRound, EnsuredApplication, IssuedPasswordWire, Page, RemovePasswordBody,
@@ -48,6 +49,7 @@ struct Inner {
     policy: RetryPolicy,
     observer: Arc<dyn GraphObserver>,
     own_sp: tokio::sync::OnceCell<ServicePrincipal>,
+    inventory: Option<Inventory>,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -112,9 +114,34 @@ impl GraphClient {
                 policy,
                 observer,
                 own_sp: tokio::sync::OnceCell::new(),
+                inventory: config.inventory.clone().map(Inventory::new),
                 config,
             }),
         })
+    }
+
+    /// The inventory of tagged objects, when configured.
+    pub(crate) fn inventory(&self) -> Option<&Inventory> {
+        self.inner.inventory.as_ref()
+    }
+
+    /// Tells the inventory that the client wrote to application `id`.
+    fn touched_application(&self, id: &str) {
+        if let Some(inventory) = self.inventory() {
+            inventory.touched_application(id);
+        }
+    }
+
+    /// Tells the inventory that the client wrote to service principal `id`.
+    fn touched_service_principal(&self, id: &str) {
+        if let Some(inventory) = self.inventory() {
+            inventory.touched_service_principal(id);
+        }
+    }
+
+    /// A write mark for a read that may feed the inventory.
+    fn inventory_mark(&self) -> u64 {
+        self.inventory().map_or(0, Inventory::mark)
     }
 
     /// The configuration the client was built from.
@@ -206,24 +233,32 @@ impl GraphClient {
         unique_name: &str,
         patch: &ApplicationPatch,
     ) -> Result<EnsuredApplication, GraphError> {
-        match self.upsert_application(unique_name, patch).await? {
-            UpsertOutcome::Created(application) => Ok(EnsuredApplication {
+        let ensured = match self.upsert_application(unique_name, patch).await? {
+            UpsertOutcome::Created(application) => EnsuredApplication {
                 application: *application,
                 created: true,
-            }),
-            UpsertOutcome::Updated => Ok(EnsuredApplication {
+            },
+            UpsertOutcome::Updated => EnsuredApplication {
                 application: self
                     .get_application_by_unique_name(unique_name, Freshness::JustCreated)
                     .await?,
                 created: false,
-            }),
-        }
+            },
+        };
+        self.touched_application(&ensured.application.id);
+        Ok(ensured)
     }
 
     /// `GET /applications/{id}` (object id).
     pub async fn get_application(&self, id: &str, freshness: Freshness) -> Result<Application, GraphError> {
-        self.get_json("application.get", self.url(&["applications", id]), freshness)
-            .await
+        let mark = self.inventory_mark();
+        let app: Application = self
+            .get_json("application.get", self.url(&["applications", id]), freshness)
+            .await?;
+        if let Some(inventory) = self.inventory() {
+            inventory.read_application(&app, mark);
+        }
+        Ok(app)
     }
 
     /// `GET /applications(uniqueName='{unique_name}')`.
@@ -262,23 +297,28 @@ impl GraphClient {
         freshness: Freshness,
     ) -> Result<(), GraphError> {
         const OP: &str = "application.update";
-        self.execute(Call {
-            op: OP,
-            method: Method::PATCH,
-            url: self.url(&["applications", id]),
-            body: Some(json_body(OP, patch)?),
-            prefer: None,
-            class: CallClass::idempotent().with_freshness(freshness),
-        })
-        .await
-        .map(|_| ())
+        let result = self
+            .execute(Call {
+                op: OP,
+                method: Method::PATCH,
+                url: self.url(&["applications", id]),
+                body: Some(json_body(OP, patch)?),
+                prefer: None,
+                class: CallClass::idempotent().with_freshness(freshness),
+            })
+            .await;
+        self.touched_application(id);
+        result.map(|_| ())
     }
 
     /// `DELETE /applications/{id}`: soft-deletes (restorable for 30 days; the `uniqueName`
     /// stays reserved). `Ok(false)` when it was already gone.
     pub async fn delete_application(&self, id: &str) -> Result<bool, GraphError> {
-        self.delete("application.delete", self.url(&["applications", id]))
-            .await
+        let result = self
+            .delete("application.delete", self.url(&["applications", id]))
+            .await;
+        self.touched_application(id);
+        result
     }
 
     /// `GET /directory/deletedItems/{id}`: a soft-deleted application.
@@ -303,8 +343,9 @@ impl GraphClient {
                 prefer: None,
                 class: CallClass::idempotent(),
             })
-            .await?;
-        decode(OP, &answer.body)
+            .await;
+        self.touched_application(id);
+        decode(OP, &answer?.body)
     }
 
     /// `DELETE /directory/deletedItems/{id}`: permanent (frees the `uniqueName`; the service
@@ -404,7 +445,10 @@ impl GraphClient {
                 prefer: None,
                 class: CallClass::non_idempotent().with_freshness(freshness),
             })
-            .await?;
+            .await;
+        // Touched even on error: the outcome may be unknown.
+        self.touched_application(application_id);
+        let answer = answer?;
         let wire: IssuedPasswordWire = decode(OP, &answer.body)?;
         wire.into_issued().ok_or(GraphError::Decode {
             op: OP,
@@ -415,27 +459,31 @@ impl GraphClient {
     /// `POST /applications/{id}/removePassword` `{keyId}` → 204.
     pub async fn remove_password(&self, application_id: &str, key_id: &str) -> Result<(), GraphError> {
         const OP: &str = "application.removePassword";
-        self.execute(Call {
-            op: OP,
-            method: Method::POST,
-            url: self.url(&["applications", application_id, "removePassword"]),
-            body: Some(json_body(OP, &RemovePasswordBody { key_id })?),
-            prefer: None,
-            class: CallClass::idempotent(),
-        })
-        .await
-        .map(|_| ())
+        let result = self
+            .execute(Call {
+                op: OP,
+                method: Method::POST,
+                url: self.url(&["applications", application_id, "removePassword"]),
+                body: Some(json_body(OP, &RemovePasswordBody { key_id })?),
+                prefer: None,
+                class: CallClass::idempotent(),
+            })
+            .await;
+        self.touched_application(application_id);
+        result.map(|_| ())
     }
 
     // ------------------------------------------------------- service principals
 
-    /// `POST /servicePrincipals {appId}` → 201; a 409 (one already exists) returns the
+    /// `POST /servicePrincipals {appId, tags}` → 201; a 409 (one already exists) returns the
     /// existing one. Replication errors (400 `NoBackingApplicationObject`; 403 when
     /// `freshness` is [`Freshness::JustCreated`]) are retried (contract §5). The duplicate
     /// check makes a repeated create harmless, so it is retried like an idempotent call.
+    /// `tags` let the inventory list the operator's principals in one query.
     pub async fn create_service_principal(
         &self,
         app_id: &str,
+        tags: &[String],
         freshness: Freshness,
     ) -> Result<ServicePrincipal, GraphError> {
         const OP: &str = "servicePrincipal.create";
@@ -444,7 +492,7 @@ impl GraphClient {
                 op: OP,
                 method: Method::POST,
                 url: self.url(&["servicePrincipals"]),
-                body: Some(json_body(OP, &CreateServicePrincipalBody { app_id })?),
+                body: Some(json_body(OP, &CreateServicePrincipalBody { app_id, tags })?),
                 prefer: None,
                 class: CallClass {
                     idempotency: Idempotency::Idempotent,
@@ -453,15 +501,20 @@ impl GraphClient {
                 },
             })
             .await;
-        match result {
-            Ok(answer) => decode(OP, &answer.body),
+        let created: ServicePrincipal = match result {
+            Ok(answer) => decode(OP, &answer.body)?,
             Err(GraphError::Conflict(info)) => {
                 debug!(request_id = ?info.request_id, "service principal exists; reading it");
                 self.get_service_principal_by_app_id(app_id, Freshness::JustCreated)
-                    .await
+                    .await?
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        if let Some(inventory) = self.inventory() {
+            inventory.touched_service_principal(&created.id);
+            inventory.read_service_principal(&created.id, inventory.mark());
         }
+        Ok(created)
     }
 
     /// `GET /servicePrincipals/{id}`.
@@ -470,12 +523,36 @@ impl GraphClient {
         id: &str,
         freshness: Freshness,
     ) -> Result<ServicePrincipal, GraphError> {
-        self.get_json(
-            "servicePrincipal.get",
-            self.url(&["servicePrincipals", id]),
-            freshness,
-        )
-        .await
+        let mark = self.inventory_mark();
+        let sp: ServicePrincipal = self
+            .get_json(
+                "servicePrincipal.get",
+                self.url(&["servicePrincipals", id]),
+                freshness,
+            )
+            .await?;
+        if let Some(inventory) = self.inventory() {
+            inventory.read_service_principal(&sp.id, mark);
+        }
+        Ok(sp)
+    }
+
+    /// `GET /servicePrincipals?$filter=tags/any(t:t eq '{tag}')&$select=id,appId`, every page
+    /// (999 per page, the maximum).
+    pub async fn list_service_principals_by_tag(
+        &self,
+        tag: &str,
+    ) -> Result<Vec<ServicePrincipal>, GraphError> {
+        let mut url = self.url(&["servicePrincipals"]);
+        set_query(
+            &mut url,
+            &[
+                ("$filter", &format!("tags/any(t:t eq {})", odata_string(tag))),
+                ("$select", "id,appId"),
+                ("$top", "999"),
+            ],
+        );
+        self.collect_pages("servicePrincipal.list", url).await
     }
 
     /// `GET /servicePrincipals(appId='{app_id}')`.
@@ -494,8 +571,11 @@ impl GraphClient {
 
     /// `DELETE /servicePrincipals/{id}`. `Ok(false)` when it was already gone.
     pub async fn delete_service_principal(&self, id: &str) -> Result<bool, GraphError> {
-        self.delete("servicePrincipal.delete", self.url(&["servicePrincipals", id]))
-            .await
+        let result = self
+            .delete("servicePrincipal.delete", self.url(&["servicePrincipals", id]))
+            .await;
+        self.touched_service_principal(id);
+        result
     }
 
     /// The operator's own service principal (`GET /servicePrincipals(appId='{client id}')`),

@@ -197,6 +197,9 @@ pub struct GraphClientConfig {
     pub request_timeout: Duration,
     /// The token is refreshed this long before it expires (capped at half its lifetime).
     pub token_refresh_margin: Duration,
+    /// Keep an inventory of the tagged objects with `/applications/delta`
+    /// ([`super::GraphClient::known_application`]); none by default.
+    pub inventory: Option<super::inventory::InventoryConfig>,
 }
 
 impl GraphClientConfig {
@@ -220,6 +223,7 @@ impl GraphClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             token_refresh_margin: Duration::from_secs(180),
+            inventory: None,
         }
     }
 
@@ -300,6 +304,7 @@ impl fmt::Debug for GraphClientConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("token_refresh_margin", &self.token_refresh_margin)
+            .field("inventory", &self.inventory)
             .finish()
     }
 }

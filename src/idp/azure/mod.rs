@@ -22,6 +22,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod inventory;
 pub mod models;
 pub mod observer;
 pub mod ratelimit;
@@ -31,6 +32,7 @@ pub mod token;
 pub use client::GraphClient;
 pub use config::{AzureCloud, ClientCredential, GraphClientConfig, RateLimit, RetryConfig};
 pub use error::{AadDiagnostics, ConfigError, GraphError, GraphErrorInfo, TokenError};
+pub use inventory::InventoryConfig;
 pub use models::{
     AddPasswordRequest, Application, ApplicationPatch, DeltaCursor, DeltaItem, DeltaRound,
     EnsuredApplication, IssuedPassword, PasswordCredential, RemovedReason, RequiredResourceAccess,

@@ -271,6 +271,8 @@ pub struct ServicePrincipal {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CreateServicePrincipalBody<'a> {
     pub app_id: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub tags: &'a [String],
 }
 
 /// One page of a collection.
