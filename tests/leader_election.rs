@@ -202,6 +202,9 @@ async fn a_leader_stopped_gracefully_releases_the_lease_and_the_standby_takes_ov
     })
     .await;
     assert!(!is_leader(&standby));
+    let s = Scenario::start_with("leader-released", Profile::Ideal, leader.operator()).await;
+    s.create_app("before", serde_json::json!({})).await;
+    s.wait_ready(&s.apps(), "before", "True", Some("Ready")).await;
 
     // SIGTERM: the controllers stop, then the Lease is released.
     let stopped = Instant::now();
@@ -228,8 +231,62 @@ async fn a_leader_stopped_gracefully_releases_the_lease_and_the_standby_takes_ov
         Some("op-second")
     );
 
-    let s = Scenario::start_with("leader-released", Profile::Ideal, standby.operator()).await;
-    s.create_app("app", serde_json::json!({})).await;
-    s.wait_ready(&s.apps(), "app", "True", Some("Ready")).await;
+    s.create_app("after", serde_json::json!({})).await;
+    s.wait_ready(&s.apps(), "after", "True", Some("Ready")).await;
     s.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_exits_before_its_lease_expires() {
+    let _serial = SERIAL.lock().await;
+    let client = cluster().await.client().await;
+    apply_leader_election_rbac(&client).await;
+    let lease_name = lease_name("revoked");
+
+    let leader = candidate(&lease_name, "op-revoked").await;
+    wait_for("the operator to lead", TIMEOUT, || {
+        let led = is_leader(&leader);
+        async move { Ok::<_, String>(led.then_some(())) }
+    })
+    .await;
+
+    // Take its Lease permissions away: every renewal now fails with 403.
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    bindings
+        .delete("dcr-operator-leader-election", &Default::default())
+        .await
+        .expect("deleting the leader-election RoleBinding");
+    let revoked = Instant::now();
+    wait_for("the leader to give up", TIMEOUT, || {
+        let logs = leader.logs();
+        async move { Ok::<_, String>(logs.contains("lost leadership").then_some(())) }
+    })
+    .await;
+    let gave_up = revoked.elapsed();
+    // Still its Lease, and still valid: nobody else could have taken over yet.
+    let held = lease(&client, &lease_name).await;
+    assert_eq!(holder(&held).as_deref(), Some("op-revoked"));
+    let spec = held.spec.unwrap();
+    let expires = spec.renew_time.unwrap().0
+        + k8s_openapi::jiff::SignedDuration::from_secs(spec.lease_duration_seconds.unwrap().into());
+    assert!(
+        k8s_openapi::jiff::Timestamp::now() < expires,
+        "the leader outlived its Lease"
+    );
+    eprintln!("gave up {gave_up:.1?} after losing the Lease permissions (renew deadline 10s)");
+    // The last renewal was at most a retry period before the revocation.
+    assert!(
+        gave_up + RETRY_PERIOD >= Duration::from_secs(10),
+        "gave up early: {gave_up:?}"
+    );
+    // And the process is gone (exit status 1 after the log line).
+    let pid = leader.pid() as libc::pid_t;
+    wait_for("the leader process to exit", TIMEOUT, || {
+        // SAFETY: signal 0 only checks that the (not yet reaped, or reaped) pid exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        async move { Ok::<_, String>(gone.then_some(())) }
+    })
+    .await;
+    apply_leader_election_rbac(&client).await;
 }

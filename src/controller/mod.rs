@@ -206,8 +206,17 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     }));
 
     ready.store(true, Ordering::SeqCst);
+    // After SIGTERM in-flight reconciles may finish, for at most `grace`: kube-runtime 5.0's
+    // graceful shutdown never ends for a controller whose cache had not filled yet (its
+    // watch stops first), so the controllers are then dropped.
+    let grace = Duration::from_secs(20);
     let controllers = async {
-        tokio::join!(providers, strategies, applications);
+        tokio::select! {
+            _ = async { tokio::join!(providers, strategies, applications) } => {}
+            _ = async { crate::leader::shutdown_signal().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "the controllers did not stop in time after the shutdown signal; stopping them")
+            }
+        }
     };
     match leadership {
         None => controllers.await,

@@ -332,10 +332,13 @@ impl OperatorProcess {
             unsafe {
                 libc::kill(self.current.pid as libc::pid_t, libc::SIGTERM);
             }
-            tokio::time::timeout(TIMEOUT, exited)
-                .await
-                .expect("the operator exits after SIGTERM")
-                .ok();
+            if tokio::time::timeout(TIMEOUT, &mut exited).await.is_err() {
+                // SAFETY: as in `kill`; no process of this test outlives it.
+                unsafe {
+                    libc::kill(self.current.pid as libc::pid_t, libc::SIGKILL);
+                }
+                panic!("the operator did not exit within {TIMEOUT:?} of SIGTERM");
+            }
         }
     }
 
