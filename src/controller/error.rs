@@ -52,6 +52,9 @@ pub enum Error {
     #[error("failed to delete the application at the provider: {0}")]
     DeleteApplication(#[source] GraphError),
 
+    #[error("application {id} is not in the provider's deleted items yet (replication lag); purging it again shortly")]
+    PurgePending { id: String },
+
     #[error("failed to verify the provider: {0}")]
     VerifyProvider(#[source] GraphError),
 
@@ -78,6 +81,7 @@ impl Error {
             Error::RevokeCredential { .. } => "RevokeCredential",
             Error::ReadApplication(_) => "ReadApplication",
             Error::DeleteApplication(_) => "DeleteApplication",
+            Error::PurgePending { .. } => "PurgePending",
             Error::VerifyProvider(_) => "VerifyProvider",
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::Finalizer(inner) => match inner.as_ref() {

@@ -1148,6 +1148,14 @@ async fn release(app: &Application, ctx: &Context, status: &ApplicationStatus) -
 
 /// Removes the provider side unless the Application says Orphan. A provider that no longer
 /// exists cannot be cleaned: that is reported and deletion goes on.
+/// Whether the Application's deletion began within the replication window.
+fn deleted_recently(app: &Application, ctx: &Context) -> bool {
+    app.metadata.deletion_timestamp.as_ref().is_some_and(|t| {
+        ctx.now().duration_since(t.0)
+            < SignedDuration::try_from(credential::REPLICATION_WINDOW).unwrap_or_default()
+    })
+}
+
 async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
     let namespace = app.namespace().unwrap_or_default();
     ctx.metrics.forget_application(&namespace, &app.name_any());
@@ -1196,17 +1204,23 @@ async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
         }
     }
     if let Some(id) = object_id {
-        graph
+        let deleted_now = graph
             .delete_application(&id)
             .await
             .map_err(Error::DeleteApplication)?;
         let purge = provider.spec.azure_ad.as_ref().map(|a| a.deleted_applications)
             == Some(DeletedApplicationsPolicy::Purge);
         if purge {
-            graph
+            let purged = graph
                 .permanently_delete_application(&id)
                 .await
                 .map_err(Error::DeleteApplication)?;
+            // Deleted items replicate like everything else: right after the delete, a 404
+            // means "not there yet", not "already purged" (a purge by an earlier pass that
+            // stopped before removing the finalizer).
+            if !purged && (deleted_now || deleted_recently(app, ctx)) {
+                return Err(Error::PurgePending { id });
+            }
         }
         let note = format!(
             "deleted client {} at DcrProvider {}{}",
