@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers until SIGTERM/SIGINT.
-    Run(dcr_operator::config::RunConfig),
+    Run(Box<dcr_operator::config::RunConfig>),
     /// Print every CustomResourceDefinition as a multi-document YAML stream, or write one
     /// file per kind into a directory.
     Crds {
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             let result = match runtime {
                 Ok(rt) => rt
-                    .block_on(dcr_operator::controller::run(config))
+                    .block_on(dcr_operator::controller::run(*config))
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("cannot start the async runtime: {e}")),
             };
