@@ -19,7 +19,7 @@ use kube::{Api, ResourceExt};
 use sandbox::graph::{EmulatorConfig, FaultConfig};
 use serde_json::{json, Value};
 use support::cluster::{cluster, wait_deleted, wait_for, TIMEOUT};
-use support::operator::{emulator_ca_path, OperatorProcess, CLUSTER_NAME};
+use support::operator::{emulator_ca_path, operator_kubeconfig, OperatorProcess, CLUSTER_NAME};
 use support::scenario::{secret_data, Profile, Scenario};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -34,12 +34,18 @@ struct Run {
 }
 
 impl Run {
-    /// Starts an operator with the harness's flags plus `args`, then the scenario (an
-    /// emulator configured as `emulator`, a provider and a strategy admitting the
-    /// scenario's namespace).
+    /// Starts an operator with the harness's flags plus `args`, as the operator's own
+    /// identity (config/rbac's ClusterRole, so the tests prove it is enough), then the
+    /// scenario (an emulator configured as `emulator`, a provider and a strategy admitting
+    /// the scenario's namespace).
     async fn start(test: &str, emulator: EmulatorConfig, args: &[&str]) -> Run {
         let one = ONE_OPERATOR.lock().await;
-        let op = OperatorProcess::start(&emulator_ca_path().await, args).await;
+        let op = OperatorProcess::start_with_kubeconfig(
+            operator_kubeconfig().await,
+            &emulator_ca_path().await,
+            args,
+        )
+        .await;
         let s = Scenario::start_with_config(test, emulator, op.operator()).await;
         Run { s, op, _one: one }
     }
@@ -254,6 +260,7 @@ async fn purge_deletes_the_entra_application_permanently(test: &str, profile: Pr
     let (client_id, object_id) = (st.client_id.unwrap(), st.application_object_id.unwrap());
     let data = secret_data(&s.secrets().get("gone-credentials").await.unwrap());
 
+    let deleted_at = chrono::Utc::now();
     s.apps().delete("gone", &DeleteParams::default()).await.unwrap();
     wait_deleted(&s.apps(), "gone", TIMEOUT).await;
     let state = s.emu.state();
@@ -288,6 +295,24 @@ async fn purge_deletes_the_entra_application_permanently(test: &str, profile: Pr
             .iter()
             .any(|(_, r, note)| r == "Deleted" && note.contains("purged")),
         "a Deleted Event saying it was purged: {events:?}"
+    );
+    let warnings: Vec<_> = s
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("gone"))
+        .filter(|e| {
+            let at = serde_json::to_value(e).unwrap()["eventTime"].clone();
+            at.as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_none_or(|t| t >= deleted_at)
+        })
+        .map(|e| (e.reason, e.note))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "a clean delete warns about nothing: {warnings:#?}"
     );
     s.assert_no_secret_leaks(&[&data["client_secret"], &s.admin.client_secret])
         .await;
@@ -391,6 +416,35 @@ async fn delete_within_the_replication_window_leaves_nothing_behind() {
     assert!(
         left.is_empty(),
         "left at the provider (id, soft-deleted, tags): {left:?}; requests for it: {requests:#?}; Events: {events:#?}"
+    );
+}
+
+/// A registration while Entra replicates the new objects: the token endpoint does not know
+/// the new service principal yet, and a read of it answers 404 for a moment. That is lag,
+/// not drift: no "deleted out of band" Warning, one service principal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "operator bug: ensure_service_principal publishes ServicePrincipalRecreated ('deleted out of band') on a Settled 404 of a service principal created moments ago, before the create's 409 shows it exists"]
+async fn registration_under_replication_lag_reports_no_drift() {
+    let emulator = Profile::Ideal
+        .config()
+        .with_replication_lag(Duration::from_secs(2));
+    let r = Run::start("lag-no-drift", emulator, &[]).await;
+    let s = &r.s;
+    s.create_app("fresh", json!({})).await;
+    let app = s.wait_ready(&s.apps(), "fresh", "True", Some("Ready")).await;
+    let client_id = status_of(&app).client_id.unwrap();
+    let sps = s
+        .emu
+        .state()
+        .service_principals()
+        .filter(|sp| sp.app_id == client_id)
+        .count();
+    let events = events_about(&s.events().await, "fresh");
+    r.finish().await;
+    assert_eq!(sps, 1, "one service principal");
+    assert!(
+        !events.iter().any(|(_, r, _)| r == "ServicePrincipalRecreated"),
+        "no drift reported for lag: {events:#?}"
     );
 }
 
