@@ -654,3 +654,19 @@ fn chart_args_are_accepted_by_the_operator_binary() {
         );
     }
 }
+
+#[test]
+fn chart_values_schema_rejects_what_the_operator_would_reject() {
+    for (set, complaint) in [
+        ("operator.logFormat=xml", "/operator/logFormat"),
+        ("operator.clusterName=Prod", "/operator/clusterName"),
+        ("operator.resyncPeriod=10 minutes", "/operator/resyncPeriod"),
+        ("leaderElection.leaseDuration=15", "/leaderElection/leaseDuration"),
+        ("metrics.port=0", "/metrics/port"),
+        ("metrics.prot=8080", "prot"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    ] {
+        let err = run_helm(&["template", "dcr", CHART, "--set", set]).unwrap_err();
+        assert!(err.contains(complaint), "--set {set}: {err}");
+    }
+}
