@@ -791,3 +791,67 @@ async fn a_resync_of_unchanged_applications_reads_the_inventory(test: &str, prof
     }
     s.teardown().await;
 }
+
+both_profiles!(an_application_soft_deleted_while_status_lost_its_id_is_restored);
+
+/// Status lost the object id (restored from a backup without status, say) and the Entra
+/// application was deleted out of band: its uniqueName is still reserved by the deleted item,
+/// so the upsert answers 400. The operator finds it in deleted items and restores it: the
+/// same client, no second application.
+async fn an_application_soft_deleted_while_status_lost_its_id_is_restored(test: &str, profile: Profile) {
+    let s = Scenario::start(test, profile).await;
+    s.create_app("lost", json!({})).await;
+    let (app, _) = ready_app(&s, "lost").await;
+    let st = app.status.clone().unwrap();
+    let (client_id, object_id) = (st.client_id.unwrap(), st.application_object_id.unwrap());
+    assert!(graph(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/applications/{object_id}"),
+        None
+    )
+    .await
+    .is_success());
+    let forget = json!({"status": {"applicationObjectId": null, "servicePrincipalId": null}});
+    s.apps()
+        .patch_status("lost", &PatchParams::default(), &Patch::Merge(&forget))
+        .await
+        .unwrap();
+    wait_for(
+        "the application to be restored from deleted items",
+        TIMEOUT,
+        || async {
+            Ok::<_, String>(
+                s.emu
+                    .state()
+                    .application(&client_id)
+                    .is_some_and(|a| a.deleted_date_time.is_none())
+                    .then_some(()),
+            )
+        },
+    )
+    .await;
+    let app = wait_for("Ready with its object id recorded again", TIMEOUT, || async {
+        let app = s.apps().get("lost").await?;
+        let ready = Scenario::ready_condition(&app)["status"] == "True";
+        let recorded = app
+            .status
+            .as_ref()
+            .and_then(|st| st.application_object_id.clone());
+        Ok::<_, kube::Error>((ready && recorded.as_deref() == Some(object_id.as_str())).then_some(app))
+    })
+    .await;
+    assert_eq!(app.status.unwrap().client_id.as_deref(), Some(client_id.as_str()));
+    let same_name = s
+        .emu
+        .state()
+        .applications()
+        .filter(|a| {
+            a.tags
+                .iter()
+                .any(|t| t.ends_with(&app.metadata.uid.clone().unwrap()))
+        })
+        .count();
+    assert_eq!(same_name, 1, "restored, not registered twice");
+    s.teardown().await;
+}

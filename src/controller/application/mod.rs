@@ -477,10 +477,38 @@ async fn ensure_registered(
     };
     let mut create = desired.clone();
     create.owners_bind = Some(vec![graph.directory_object_url(&owner)]);
-    let ensured = graph
-        .ensure_application(unique_name, &create)
-        .await
-        .map_err(Error::RegisterApplication)?;
+    let ensured = match graph.ensure_application(unique_name, &create).await {
+        Ok(ensured) => ensured,
+        Err(GraphError::BadRequest(info)) => {
+            // A soft-deleted application keeps its uniqueName reserved (contract §3.4): ours,
+            // deleted out of band after the status lost its object id. Restore it.
+            let deleted = graph
+                .find_deleted_application_by_unique_name(unique_name)
+                .await
+                .ok()
+                .flatten();
+            let Some(deleted) = deleted else {
+                return Err(Error::RegisterApplication(GraphError::BadRequest(info)));
+            };
+            let restored = graph
+                .restore_deleted_application(&deleted.id)
+                .await
+                .map_err(Error::RegisterApplication)?;
+            let note = format!(
+                "provider-side application {} ({unique_name}) was in deleted items; restored it (client id and secrets kept)",
+                deleted.id
+            );
+            events::publish(ctx, app, EventType::Warning, "Restored", "RepairDrift", note).await;
+            return Ok(Registration {
+                app: restored,
+                freshness: Freshness::JustCreated,
+                replaced,
+                restored: true,
+                source: ReadSource::Graph,
+            });
+        }
+        Err(e) => return Err(Error::RegisterApplication(e)),
+    };
     if ensured.created {
         let note = format!(
             "registered client {} at DcrProvider {}",

@@ -331,6 +331,21 @@ impl GraphClient {
         .await
     }
 
+    /// `GET /directory/deletedItems/microsoft.graph.application?$filter=uniqueName eq '…'`:
+    /// the soft-deleted application that still reserves `unique_name`, if any.
+    pub async fn find_deleted_application_by_unique_name(
+        &self,
+        unique_name: &str,
+    ) -> Result<Option<Application>, GraphError> {
+        let mut url = self.url(&["directory", "deletedItems", "microsoft.graph.application"]);
+        set_query(
+            &mut url,
+            &[("$filter", &format!("uniqueName eq {}", odata_string(unique_name)))],
+        );
+        let found: Vec<Application> = self.collect_pages("deletedApplication.list", url).await?;
+        Ok(found.into_iter().next())
+    }
+
     /// `POST /directory/deletedItems/{id}/restore`: brings a soft-deleted application back.
     pub async fn restore_deleted_application(&self, id: &str) -> Result<Application, GraphError> {
         const OP: &str = "deletedApplication.restore";
