@@ -1,29 +1,41 @@
 //! Crash safety (issue 6): the operator is stopped at each step boundary of the Application
 //! flow and started again, and must converge with exactly one Entra application per
 //! Application, exactly the passwords its Secret records, and a Secret that holds a working
-//! secret once Ready.
+//! secret once Ready. Every kill point runs twice: against a well-behaved Graph and with
+//! replication lag, secret activation delay and throttling ([`Profile`]).
 //!
 //! "Stopped there" is exact: the Graph emulator processes the step's request and holds its
 //! answer (a lost response, `FaultConfig::hold_after_apply`); once the request log shows it
 //! held, the operator gets SIGKILL (no chance to clean up), the hold is cleared, and a new
-//! operator process starts. The boundary "after the Secret write" is the token request that
-//! proves the new secret, which comes right after the write and before anything else.
+//! operator process starts. Only a request the emulator applied is held (an answer 429'd by
+//! the throttling profile, or 404'd by replication lag, is not: the operator's retry is), so
+//! the kill always follows the change itself. The boundary "after the Secret write" is the
+//! token request that proves the new secret, which comes right after the write and before
+//! anything else; "after promote" is the first Graph request after the promoted Secret is
+//! observed (the next pass's application read), which precedes the revoke.
+//!
+//! The rotation kill points run a [`Prover`] throughout: a consumer re-reading the Secret
+//! and obtaining a token with it, which must never fail (staged rotation only ever puts a
+//! proven secret into `client_secret`, and the superseded one stays valid through the grace).
 //!
 //! Each test runs its own operator process ([`OperatorProcess`]); one at a time, since two
 //! operators on one cluster would race. No shared operator runs in this binary.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dcr_operator::crd::Application;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
-use sandbox::graph::{EmulatorConfig, FaultConfig, GraphEmulator, RequestRecord};
+use sandbox::graph::{EmulatorConfig, GraphEmulator, RequestRecord};
 use serde_json::{json, Value};
-use support::cluster::{wait_deleted, wait_for, TIMEOUT};
+use support::cluster::{wait_deleted, wait_for, wait_for_object, TIMEOUT};
 use support::operator::{emulator_ca_path, OperatorProcess, CLUSTER_NAME};
+use support::prover::{Prover, ProverReport};
 use support::scenario::{secret_data, Profile, Scenario};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -33,9 +45,14 @@ static ONE_OPERATOR: Mutex<()> = Mutex::const_new(());
 const APP: &str = "crash";
 const SECRET: &str = "crash-credentials";
 const CREDENTIAL_ANNOTATION: &str = "dcr-operator.io/credential";
+const ROTATE_ANNOTATION: &str = "dcr-operator.io/rotate";
+const REVOKE_ALL_ANNOTATION: &str = "dcr-operator.io/revoke-all";
 /// Longer than the operator's replication window (120 s), within which a password nobody
 /// records may still be a write in flight and is left alone.
 const PAST_REPLICATION_WINDOW: Duration = Duration::from_secs(600);
+/// `revokePreviousAfter` in the rotation tests: short, so they converge quickly, and far
+/// longer than a consumer needs between reading the Secret and using its secret.
+const GRACE: &str = "2s";
 
 struct Crash {
     s: Scenario,
@@ -44,13 +61,13 @@ struct Crash {
 }
 
 impl Crash {
-    /// A scenario (well-behaved Graph) with its own operator process and a Ready strategy
-    /// whose superseded secrets are revoked after `revoke_previous_after`.
-    async fn start(test: &str, revoke_previous_after: &str) -> Crash {
-        Self::start_with(test, revoke_previous_after, Profile::Ideal.config()).await
+    /// A scenario under `profile` with its own operator process and a Ready strategy whose
+    /// superseded secrets are revoked after `revoke_previous_after`.
+    async fn start(test: &str, profile: Profile, revoke_previous_after: &str) -> Crash {
+        Self::start_with(test, profile.config(), revoke_previous_after).await
     }
 
-    async fn start_with(test: &str, revoke_previous_after: &str, emulator: EmulatorConfig) -> Crash {
+    async fn start_with(test: &str, emulator: EmulatorConfig, revoke_previous_after: &str) -> Crash {
         let one = ONE_OPERATOR.lock().await;
         let op = OperatorProcess::start(&emulator_ca_path().await, &[]).await;
         let s = Scenario::start_with_config(test, emulator, op.operator()).await;
@@ -72,6 +89,23 @@ impl Crash {
         self.s.apps().get(APP).await.expect("the Application")
     }
 
+    async fn client_id(&self) -> String {
+        self.app()
+            .await
+            .status
+            .and_then(|s| s.client_id)
+            .expect("clientId in status")
+    }
+
+    /// Creates the Application, waits until it has converged, and starts a consumer proving
+    /// its Secret. Returns the client id, the live key and the prover.
+    async fn ready_and_proven(&self) -> (String, String, Prover) {
+        self.s.create_app(APP, json!({})).await;
+        let key = assert_converged(&self.s).await;
+        let prover = Prover::start(self.s.secrets(), SECRET, self.s.emu.http_client());
+        (self.client_id().await, key, prover)
+    }
+
     /// Deletes the test's objects while the operator still runs, then stops it.
     async fn finish(self) {
         let Crash { s, op, _one } = self;
@@ -80,9 +114,33 @@ impl Crash {
     }
 }
 
+/// Sets an annotation on the Application (a rotation or revoke-all request).
+async fn annotate(s: &Scenario, key: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    s.apps()
+        .patch(APP, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotating the Application");
+}
+
+/// Holds the answers to `operations` (from `callers`, any if empty) that the emulator
+/// applies, keeping the profile's other faults.
+fn hold(s: &Scenario, operations: &[&str], callers: &[&str]) {
+    s.emu.update_config(|c| {
+        c.faults.hold_after_apply = operations.iter().map(|o| o.to_string()).collect();
+        c.faults.hold_callers = callers.iter().map(|o| o.to_string()).collect();
+    });
+}
+
+/// Sends the held answers and holds nothing more.
+fn release(s: &Scenario) {
+    hold(s, &[], &[]);
+}
+
 /// Holds the answers to `operations` (from `callers`, any if empty), runs `trigger`,
-/// waits until the emulator has processed such a request, SIGKILLs the operator, clears
-/// the hold and returns the held request. The operator stays stopped.
+/// waits until the emulator has applied such a request (after `trigger` started; a 429 or
+/// any error is answered, not held, and the operator's retry is awaited), SIGKILLs the
+/// operator, clears the hold and returns the held request. The operator stays stopped.
 async fn kill_at(
     s: &Scenario,
     op: &mut OperatorProcess,
@@ -91,11 +149,13 @@ async fn kill_at(
     trigger: impl std::future::Future<Output = ()>,
 ) -> RequestRecord {
     let emu = &s.emu;
-    emu.set_faults(FaultConfig::hold_after_apply(operations).from_callers(callers));
+    let after = emu.requests().last().map_or(0, |r| r.seq);
+    hold(s, operations, callers);
     trigger.await;
     let held = |e: &GraphEmulator| {
         e.requests().into_iter().find(|r| {
-            r.fault.as_deref() == Some("held")
+            r.seq > after
+                && r.fault.as_deref() == Some("held")
                 && operations.contains(&r.operation.as_str())
                 && (callers.is_empty()
                     || r.app_id
@@ -109,17 +169,18 @@ async fn kill_at(
         emu.requests()
     );
     op.kill().await;
-    emu.set_faults(FaultConfig::none());
-    held(emu).expect("seen above")
+    release(s);
+    let held = held(emu).expect("seen above");
+    assert!(
+        (200..300).contains(&held.status),
+        "only an applied request is held: {held:?}"
+    );
+    held
 }
 
 /// The key ids a Secret records: (live, every other: pending and superseded).
-fn recorded_keys(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(String, Vec<String>), String> {
-    let raw = secret
-        .annotations()
-        .get(CREDENTIAL_ANNOTATION)
-        .ok_or("no credential annotation")?;
-    let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+fn recorded_keys(secret: &Secret) -> Result<(String, Vec<String>), String> {
+    let v = record_of(secret)?;
     let live = v["keyId"].as_str().ok_or("no keyId")?.to_string();
     let mut others: Vec<String> = v["previous"]
         .as_array()
@@ -133,6 +194,70 @@ fn recorded_keys(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(String,
     Ok((live, others))
 }
 
+fn record_of(secret: &Secret) -> Result<Value, String> {
+    let raw = secret
+        .annotations()
+        .get(CREDENTIAL_ANNOTATION)
+        .ok_or("no credential annotation")?;
+    serde_json::from_str(raw).map_err(|e| e.to_string())
+}
+
+/// What the Secret holds and records right now.
+#[derive(Debug)]
+struct Stored {
+    live: String,
+    proven: bool,
+    previous: Vec<String>,
+    pending: Option<String>,
+    client_secret: String,
+    pending_client_secret: Option<String>,
+}
+
+async fn stored(s: &Scenario) -> Stored {
+    let secret = s.secrets().get(SECRET).await.expect("the Secret");
+    let v = record_of(&secret).expect("the Secret's record");
+    let data = secret_data(&secret);
+    Stored {
+        live: v["keyId"].as_str().expect("keyId").to_string(),
+        proven: v["verifiedAt"].is_string(),
+        previous: v["previous"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["keyId"].as_str().map(str::to_string))
+            .collect(),
+        pending: v["pending"]["keyId"].as_str().map(str::to_string),
+        client_secret: data["client_secret"].clone(),
+        pending_client_secret: data.get(".pending_client_secret").cloned(),
+    }
+}
+
+/// The key ids of the passwords the provider holds for `client_id`.
+fn provider_keys(s: &Scenario, client_id: &str) -> BTreeSet<String> {
+    s.emu
+        .state()
+        .application(client_id)
+        .expect("the provider-side application")
+        .passwords
+        .iter()
+        .map(|p| p.key_id.clone())
+        .collect()
+}
+
+/// A consumer of the Secret never failed: every read held a proven secret that worked.
+fn assert_never_failed(report: &ProverReport) {
+    assert!(report.ok > 0, "the prover obtained tokens: {report:#?}");
+    assert_eq!(
+        report.failures(),
+        0,
+        "the Secret always held a working secret: {report:#?}"
+    );
+    assert_eq!(
+        report.unproven_reads, 0,
+        "the Secret never held an unproven secret: {report:#?}"
+    );
+}
+
 /// What converged looks like, checked until it holds: the Application Ready, exactly one
 /// provider-side application for it (never a second one, not even deleted), one service
 /// principal, the Secret recording one key and nothing pending or superseded, the provider
@@ -141,14 +266,14 @@ fn recorded_keys(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(String,
 async fn assert_converged(s: &Scenario) -> String {
     let app = s.wait_ready(&s.apps(), APP, "True", Some("Ready")).await;
     let uid = app.uid().unwrap();
-    let status = app.status.clone().unwrap();
-    let client_id = status.client_id.clone().expect("clientId in status");
-    let key = wait_for(
-        "the provider to hold exactly the password the Secret records",
+    let client_id = app.status.clone().unwrap().client_id.expect("clientId in status");
+    let (key, app) = wait_for(
+        "the provider to hold exactly the password the Secret records, proven, and the status to say so",
         TIMEOUT,
         || async {
             let secret = s.secrets().get(SECRET).await.map_err(|e| e.to_string())?;
             let (live, others) = recorded_keys(&secret)?;
+            let proven = record_of(&secret)?["verifiedAt"].is_string();
             let state = s.emu.state();
             let at_provider: BTreeSet<String> = state
                 .application(&client_id)
@@ -157,16 +282,25 @@ async fn assert_converged(s: &Scenario) -> String {
                 .iter()
                 .map(|p| p.key_id.clone())
                 .collect();
-            if others.is_empty() && at_provider == BTreeSet::from([live.clone()]) {
-                Ok(Some(live))
+            let app = s.apps().get(APP).await.map_err(|e| e.to_string())?;
+            let ready = Scenario::ready_condition(&app);
+            let status = app.status.clone().unwrap_or_default();
+            let mirrored = status.credential.as_ref().map(|c| c.key_id.as_str()) == Some(live.as_str())
+                && status.previous_credentials.is_empty()
+                && ready["status"] == "True"
+                && ready["observedGeneration"] == json!(app.metadata.generation);
+            if proven && others.is_empty() && at_provider == BTreeSet::from([live.clone()]) && mirrored {
+                Ok(Some((live, app)))
             } else {
                 Err(format!(
-                    "Secret records {live} and {others:?}, the provider holds {at_provider:?}"
+                    "Secret records {live} (proven: {proven}) and {others:?}, the provider holds \
+                     {at_provider:?}, status mirrors it: {mirrored}"
                 ))
             }
         },
     )
     .await;
+    let status = app.status.clone().unwrap();
 
     let state = s.emu.state();
     let ours: Vec<_> = state
@@ -191,11 +325,6 @@ async fn assert_converged(s: &Scenario) -> String {
     assert_eq!(sps.len(), 1, "exactly one service principal: {sps:#?}");
     assert!(sps[0].deleted_date_time.is_none());
     assert_eq!(status.service_principal_id.as_deref(), Some(sps[0].id.as_str()));
-    assert_eq!(
-        status.credential.as_ref().map(|c| c.key_id.as_str()),
-        Some(key.as_str()),
-        "status mirrors the Secret"
-    );
     assert_secret_works(s, &client_id).await;
     key
 }
@@ -217,9 +346,12 @@ fn operations_seen(s: &Scenario, operation: &str) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_upsert() {
-    let mut c = Crash::start("crash-upsert", "1m").await;
+// ---------------------------------------------------------------- the first issue
+
+both_profiles!(after_upsert);
+
+async fn after_upsert(test: &str, profile: Profile) {
+    let mut c = Crash::start(test, profile, "1m").await;
     let held = kill_at(&c.s, &mut c.op, &["application.upsert"], &[], async {
         c.s.create_app(APP, json!({})).await;
     })
@@ -231,9 +363,10 @@ async fn after_upsert() {
     c.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_service_principal_create() {
-    let mut c = Crash::start("crash-sp", "1m").await;
+both_profiles!(after_service_principal_create);
+
+async fn after_service_principal_create(test: &str, profile: Profile) {
+    let mut c = Crash::start(test, profile, "1m").await;
     let held = kill_at(&c.s, &mut c.op, &["servicePrincipal.create"], &[], async {
         c.s.create_app(APP, json!({})).await;
     })
@@ -244,33 +377,20 @@ async fn after_service_principal_create() {
     c.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_add_password() {
+both_profiles!(after_add_password);
+
+async fn after_add_password(test: &str, profile: Profile) {
     // The lost password is revoked only once it cannot be a write in flight any more (older
     // than the operator's replication window, by its start date). Instead of waiting that
     // long, the provider's clock runs behind the operator's (clock skew), so every password
     // looks that much older to the operator.
-    let emulator = Profile::Ideal.config().with_clock_behind(PAST_REPLICATION_WINDOW);
-    let mut c = Crash::start_with("crash-addpassword", "1m", emulator).await;
+    let emulator = profile.config().with_clock_behind(PAST_REPLICATION_WINDOW);
+    let mut c = Crash::start_with(test, emulator, "1m").await;
     kill_at(&c.s, &mut c.op, &["application.addPassword"], &[], async {
         c.s.create_app(APP, json!({})).await;
     })
     .await;
-    let state = c.s.emu.state();
-    let client_id = c
-        .app()
-        .await
-        .status
-        .unwrap()
-        .client_id
-        .expect("clientId in status");
-    let leaked: Vec<String> = state
-        .application(&client_id)
-        .unwrap()
-        .passwords
-        .iter()
-        .map(|p| p.key_id.clone())
-        .collect();
+    let leaked = provider_keys(&c.s, &c.client_id().await);
     assert_eq!(leaked.len(), 1, "the password was added");
     assert!(
         c.s.secrets().get_opt(SECRET).await.unwrap().is_none(),
@@ -278,21 +398,22 @@ async fn after_add_password() {
     );
     c.restart().await;
     let key = assert_converged(&c.s).await;
-    assert_ne!(
-        key, leaked[0],
+    assert!(
+        !leaked.contains(&key),
         "a new secret was issued; the lost one was revoked"
     );
     c.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_secret_write() {
-    let mut c = Crash::start("crash-secret", "1m").await;
+both_profiles!(after_secret_write);
+
+async fn after_secret_write(test: &str, profile: Profile) {
+    let mut c = Crash::start(test, profile, "1m").await;
     // Pause at the service principal create (not a kill) to learn the client id, then move
     // the hold to the token request proving the new secret: the first request after the
-    // Secret write.
-    c.s.emu
-        .set_faults(FaultConfig::hold_after_apply(&["servicePrincipal.create"]));
+    // Secret write. (With activation delay, the proofs the provider refuses are answered;
+    // the held one is the proof that succeeded.)
+    hold(&c.s, &["servicePrincipal.create"], &[]);
     c.s.create_app(APP, json!({})).await;
     let emu = &c.s.emu;
     assert!(
@@ -319,37 +440,261 @@ async fn after_secret_write() {
     c.finish().await;
 }
 
+// ---------------------------------------------------------------- rotation
+
+both_profiles!(after_rotation_add_password);
+
+/// Killed after the rotation's addPassword, before the new key is staged anywhere: the
+/// Secret keeps the old, working secret; after the restart the rotation is done again and
+/// the lost key, recorded nowhere, is revoked.
+async fn after_rotation_add_password(test: &str, profile: Profile) {
+    // The lost key is revoked only once past the replication window: see after_add_password.
+    let emulator = profile.config().with_clock_behind(PAST_REPLICATION_WINDOW);
+    let mut c = Crash::start_with(test, emulator, GRACE).await;
+    let (client_id, first, prover) = c.ready_and_proven().await;
+    kill_at(&c.s, &mut c.op, &["application.addPassword"], &[], async {
+        annotate(&c.s, ROTATE_ANNOTATION, "crash-1").await;
+    })
+    .await;
+    let keys = provider_keys(&c.s, &client_id);
+    assert_eq!(keys.len(), 2, "the new key was added: {keys:?}");
+    let lost = keys.iter().find(|k| **k != first).unwrap().clone();
+    let before = stored(&c.s).await;
+    assert_eq!(before.live, first, "killed before anything was staged");
+    assert!(before.pending.is_none() && before.pending_client_secret.is_none());
+    c.restart().await;
+    let key = assert_converged(&c.s).await;
+    assert!(key != first && key != lost, "rotated with a new key");
+    assert_eq!(
+        c.app().await.status.unwrap().last_rotate_request.as_deref(),
+        Some("crash-1")
+    );
+    assert_never_failed(&prover.stop().await);
+    c.finish().await;
+}
+
+both_profiles!(after_pending_write);
+
+async fn after_pending_write(test: &str, profile: Profile) {
+    pending_write(test, profile, false).await;
+}
+
+/// [`after_pending_write`], also requiring that the one rotation request is served by one
+/// rotation. Fails against a well-behaved Graph: the request is recorded in status only at
+/// the end of the pass that staged the key, so the restarted operator promotes the staged
+/// key and then rotates a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_revoke() {
-    let mut c = Crash::start("crash-revoke", "1s").await;
-    c.s.create_app(APP, json!({})).await;
-    let first = assert_converged(&c.s).await;
-    let client_id = c.app().await.status.unwrap().client_id.unwrap();
-    let held = kill_at(&c.s, &mut c.op, &["application.removePassword"], &[], async {
-        let patch = json!({"metadata": {"annotations": {"dcr-operator.io/rotate": "crash-1"}}});
-        c.s.apps()
-            .patch(APP, &PatchParams::default(), &Patch::Merge(&patch))
+#[ignore = "operator bug: a rotate request interrupted after staging is served twice (last_rotate_request is persisted only at the end of the pass)"]
+async fn after_pending_write_rotates_once() {
+    pending_write("after_pending_write_once", Profile::Ideal, true).await;
+}
+
+/// Killed after the new key is staged in `.pending_client_secret`, at the token request
+/// proving it: after the restart that key is proven and promoted, not thrown away.
+async fn pending_write(test: &str, profile: Profile, once: bool) {
+    let mut c = Crash::start(test, profile, GRACE).await;
+    let (client_id, first, prover) = c.ready_and_proven().await;
+    // The operator proves with the v2 endpoint, the prover uses v1 (see support::prover).
+    kill_at(&c.s, &mut c.op, &["token.v2"], &[&client_id], async {
+        annotate(&c.s, ROTATE_ANNOTATION, "crash-1").await;
+    })
+    .await;
+    let staged = stored(&c.s).await;
+    assert_eq!(
+        staged.live, first,
+        "the old secret stays live until the new one is proven"
+    );
+    let pending = staged.pending.clone().expect("a staged key");
+    assert!(staged.pending_client_secret.is_some(), "{staged:?}");
+    assert_eq!(
+        provider_keys(&c.s, &client_id),
+        BTreeSet::from([first.clone(), pending.clone()])
+    );
+    c.restart().await;
+    let key = assert_converged(&c.s).await;
+    let promotions: Vec<String> =
+        c.s.events()
             .await
-            .expect("annotating");
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Rotated"))
+            .filter_map(|e| e.note)
+            .collect();
+    assert!(
+        promotions
+            .iter()
+            .any(|n| n.contains(&format!("secret {pending} replaced {first}"))),
+        "the staged key was promoted, not replaced: {promotions:?}"
+    );
+    if once {
+        assert_eq!(key, pending, "one rotation request, one rotation");
+    }
+    let data = secret_data(&c.s.secrets().get(SECRET).await.unwrap());
+    assert!(
+        !data.contains_key(".pending_client_secret"),
+        "nothing staged any more"
+    );
+    assert_never_failed(&prover.stop().await);
+    c.finish().await;
+}
+
+both_profiles!(after_promote);
+
+/// Killed right after the staged key was promoted (the Secret's `client_secret` is the new
+/// value, the old key recorded as superseded), before the old key is revoked: after the
+/// restart it is revoked once its grace has passed. The promotion is the Secret write the
+/// test watches for; the kill follows within the watch latency, well within the grace
+/// (whichever way the operator reads the provider next, it cannot revoke before then).
+async fn after_promote(test: &str, profile: Profile) {
+    promote(test, profile, false).await;
+}
+
+/// [`after_promote`], also requiring one rotation for the one request: see
+/// [`after_pending_write_rotates_once`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "operator bug: a rotate request interrupted after staging is served twice (last_rotate_request is persisted only at the end of the pass)"]
+async fn after_promote_rotates_once() {
+    promote("after_promote_once", Profile::Ideal, true).await;
+}
+
+async fn promote(test: &str, profile: Profile, once: bool) {
+    let mut c = Crash::start(test, profile, "5s").await;
+    let (client_id, first, prover) = c.ready_and_proven().await;
+    annotate(&c.s, ROTATE_ANNOTATION, "crash-1").await;
+    let promoted = |s: Option<&Secret>| {
+        s.and_then(|s| record_of(s).ok())
+            .is_some_and(|r| r["keyId"].as_str() != Some(first.as_str()) && r["pending"].is_null())
+    };
+    wait_for_object(&c.s.secrets(), SECRET, "the promotion", TIMEOUT, promoted).await;
+    c.op.kill().await;
+    let now = stored(&c.s).await;
+    assert_eq!(now.previous, vec![first.clone()], "{now:?}");
+    assert!(now.proven);
+    assert_eq!(
+        provider_keys(&c.s, &client_id),
+        BTreeSet::from([first.clone(), now.live.clone()]),
+        "killed before the old key was revoked"
+    );
+    c.restart().await;
+    let key = assert_converged(&c.s).await;
+    if once {
+        assert_eq!(key, now.live, "one rotation request, one rotation");
+    }
+    assert_never_failed(&prover.stop().await);
+    c.finish().await;
+}
+
+both_profiles!(after_revoke);
+
+/// Killed right after the superseded key was revoked, before the record says so.
+async fn after_revoke(test: &str, profile: Profile) {
+    let mut c = Crash::start(test, profile, GRACE).await;
+    let (client_id, first, prover) = c.ready_and_proven().await;
+    let held = kill_at(&c.s, &mut c.op, &["application.removePassword"], &[], async {
+        annotate(&c.s, ROTATE_ANNOTATION, "crash-1").await;
     })
     .await;
     assert_eq!(held.status, 204);
-    let state = c.s.emu.state();
-    let at_provider: Vec<String> = state
-        .application(&client_id)
-        .unwrap()
-        .passwords
-        .iter()
-        .map(|p| p.key_id.clone())
-        .collect();
-    assert!(!at_provider.contains(&first), "the old secret was revoked");
+    let now = stored(&c.s).await;
+    assert_eq!(
+        now.previous,
+        vec![first.clone()],
+        "the record still names the old key"
+    );
+    assert_eq!(
+        provider_keys(&c.s, &client_id),
+        BTreeSet::from([now.live.clone()]),
+        "the old secret was revoked"
+    );
     // Killed right after the revoke: the Secret already holds the new, working secret.
     assert_secret_works(&c.s, &client_id).await;
     c.restart().await;
     let second = assert_converged(&c.s).await;
     assert_ne!(first, second, "rotated");
+    assert_eq!(second, now.live);
+    assert_never_failed(&prover.stop().await);
     c.finish().await;
 }
+
+// Both ignored: after a crash mid revoke-all, the retried revoke-all also removes the key
+// revoked before the kill (the status still names it); Entra (and the emulator) answer 400
+// for an unknown key, the pass fails before it records the request, and every retry issues
+// one more password (a hot loop: hundreds of passwords within a minute).
+mod mid_revoke_all {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "operator bug: after a crash mid revoke-all every retry issues one more password and the pass fails on the 400 for the key revoked before the kill"]
+    async fn ideal() {
+        super::mid_revoke_all("mid_revoke_all", Profile::Ideal).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "operator bug: after a crash mid revoke-all every retry issues one more password and the pass fails on the 400 for the key revoked before the kill"]
+    async fn lag_and_throttling() {
+        super::mid_revoke_all("mid_revoke_all", Profile::LagAndThrottling).await
+    }
+}
+
+/// Killed in the middle of a compromise response: the new secret delivered, one of the two
+/// other keys (the live one and one superseded, within its grace) revoked, the other not.
+/// After the restart no key but the Secret's is left, and the request is recorded.
+async fn mid_revoke_all(test: &str, profile: Profile) {
+    // A long grace keeps the superseded key of the rotation below. The clock skew makes a
+    // key left unrecorded revocable at once (see after_add_password).
+    let emulator = profile.config().with_clock_behind(PAST_REPLICATION_WINDOW);
+    let mut c = Crash::start_with(test, emulator, "1h").await;
+    let (client_id, a, prover) = c.ready_and_proven().await;
+    let a_secret = stored(&c.s).await.client_secret;
+    annotate(&c.s, ROTATE_ANNOTATION, "before-incident").await;
+    let b = wait_for("the rotation to be promoted", TIMEOUT, || async {
+        let now = stored(&c.s).await;
+        Ok::<_, String>((now.live != a && now.pending.is_none()).then_some(now))
+    })
+    .await;
+    assert_eq!(b.previous, vec![a.clone()]);
+    assert_eq!(
+        provider_keys(&c.s, &client_id),
+        BTreeSet::from([a.clone(), b.live.clone()])
+    );
+    let held = kill_at(&c.s, &mut c.op, &["application.removePassword"], &[], async {
+        annotate(&c.s, REVOKE_ALL_ANNOTATION, "incident-1").await;
+    })
+    .await;
+    assert_eq!(held.status, 204);
+    let mid = stored(&c.s).await;
+    assert!(
+        mid.live != a && mid.live != b.live,
+        "a new secret was delivered first"
+    );
+    assert!(mid.previous.is_empty(), "nothing superseded is kept: {mid:?}");
+    let left = provider_keys(&c.s, &client_id);
+    assert_eq!(left.len(), 2, "one of the old keys revoked, one not: {left:?}");
+    assert!(left.contains(&mid.live));
+    c.restart().await;
+    let key = assert_converged(&c.s).await;
+    assert!(key != a && key != b.live);
+    assert_eq!(
+        c.app().await.status.unwrap().last_revoke_all_request.as_deref(),
+        Some("incident-1")
+    );
+    let token_url = secret_data(&c.s.secrets().get(SECRET).await.unwrap())["token_url"].clone();
+    for (name, old) in [("the first", &a_secret), ("the superseded", &b.client_secret)] {
+        assert!(
+            c.s.token_with(&token_url, &client_id, old).await.is_err(),
+            "{name} secret is dead"
+        );
+    }
+    // A compromise response replaces the secret without staging: a consumer may read the
+    // new secret before the provider accepts it, or use one revoked under it. It never
+    // finds a secret the Secret records as proven failing.
+    let report = prover.stop().await;
+    assert!(report.ok > 0, "{report:#?}");
+    assert!(
+        report.failed_proven.is_empty() && report.errors.is_empty(),
+        "{report:#?}"
+    );
+    c.finish().await;
+}
+
+// ---------------------------------------------------------------- deletion
 
 /// The Application is gone, its provider-side application soft-deleted (the provider
 /// keeps deleted items) and never duplicated, its service principal gone.
@@ -368,8 +713,8 @@ async fn assert_deleted(s: &Scenario, uid: &str, client_id: &str) {
         .all(|sp| sp.deleted_date_time.is_some()));
 }
 
-async fn mid_delete(test: &str, operation: &str) {
-    let mut c = Crash::start(test, "1m").await;
+async fn mid_delete(test: &str, profile: Profile, operation: &str) {
+    let mut c = Crash::start(test, profile, "1m").await;
     c.s.create_app(APP, json!({})).await;
     assert_converged(&c.s).await;
     let app = c.app().await;
@@ -392,12 +737,14 @@ async fn mid_delete(test: &str, operation: &str) {
     c.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mid_delete_after_service_principal_delete() {
-    mid_delete("crash-delete-sp", "servicePrincipal.delete").await;
+both_profiles!(mid_delete_after_service_principal_delete);
+
+async fn mid_delete_after_service_principal_delete(test: &str, profile: Profile) {
+    mid_delete(test, profile, "servicePrincipal.delete").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mid_delete_after_application_delete() {
-    mid_delete("crash-delete-app", "application.delete").await;
+both_profiles!(mid_delete_after_application_delete);
+
+async fn mid_delete_after_application_delete(test: &str, profile: Profile) {
+    mid_delete(test, profile, "application.delete").await;
 }

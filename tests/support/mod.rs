@@ -22,4 +22,5 @@ macro_rules! both_profiles {
 
 pub mod cluster;
 pub mod operator;
+pub mod prover;
 pub mod scenario;
