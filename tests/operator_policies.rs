@@ -323,7 +323,6 @@ async fn purge_deletes_the_entra_application_permanently(test: &str, profile: Pr
 /// application (`EmulatorConfig::deleted_items_lag`), so a purge right after the delete
 /// answers 404. The purge must be retried until it lands, not taken as done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "operator bug: cleanup purges once right after the delete and ignores a 404 (deleted item not replicated yet); the finalizer is dropped and the application stays in deleted items"]
 async fn purge_waits_for_the_deleted_item_to_replicate() {
     let emulator = Profile::Ideal
         .config()
@@ -360,16 +359,15 @@ async fn purge_waits_for_the_deleted_item_to_replicate() {
 }
 
 /// The Application is deleted while its new provider-side application is still replicating
-/// (reads and writes addressed to it answer 404 for 10 s, as Entra's do for a while): the
+/// (reads and writes addressed to it answer 404 for 5 s, as Entra's do for a while): the
 /// operator stops right after recording the application's ids (a crash, a rollout), the
 /// Application is deleted, and the operator comes back within the replication window. The
 /// delete must still remove and purge the application rather than take the 404 for "gone".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "operator bug: within Entra's replication window DELETE /applications/{id} answers 404, which cleanup takes for 'already deleted' (and the purge's 404 likewise); the finalizer is dropped and the application stays live and tagged"]
 async fn delete_within_the_replication_window_leaves_nothing_behind() {
     let emulator = Profile::Ideal
         .config()
-        .with_replication_lag(Duration::from_secs(10));
+        .with_replication_lag(Duration::from_secs(5));
     let mut r = Run::start("purge-replicating", emulator, &[]).await;
     purge_deleted_applications(&r.s).await;
     r.s.create_app("early", json!({})).await;
