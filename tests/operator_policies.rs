@@ -333,6 +333,7 @@ async fn purge_waits_for_the_deleted_item_to_replicate() {
     s.create_app("lagging", json!({})).await;
     let app = s.wait_ready(&s.apps(), "lagging", "True", Some("Ready")).await;
     let object_id = status_of(&app).application_object_id.unwrap();
+    let data = secret_data(&s.secrets().get("lagging-credentials").await.unwrap());
     s.apps()
         .delete("lagging", &DeleteParams::default())
         .await
@@ -351,6 +352,8 @@ async fn purge_waits_for_the_deleted_item_to_replicate() {
         .map(|r| format!("{} {} {}", r.operation, r.status, r.time.format("%H:%M:%S%.3f")))
         .collect();
     let events = events_about(&s.events().await, "lagging");
+    s.assert_no_secret_leaks(&[&data["client_secret"], &s.admin.client_secret])
+        .await;
     r.finish().await;
     assert!(
         left.is_none(),
@@ -410,6 +413,7 @@ async fn delete_within_the_replication_window_leaves_nothing_behind() {
         })
         .collect();
     let events = events_about(&s.events().await, "early");
+    s.assert_no_secret_leaks(&[&s.admin.client_secret]).await;
     r.finish().await;
     assert!(
         left.is_empty(),
@@ -438,6 +442,9 @@ async fn registration_under_replication_lag_reports_no_drift() {
         .filter(|sp| sp.app_id == client_id)
         .count();
     let events = events_about(&s.events().await, "fresh");
+    let data = secret_data(&s.secrets().get("fresh-credentials").await.unwrap());
+    s.assert_no_secret_leaks(&[&data["client_secret"], &s.admin.client_secret])
+        .await;
     r.finish().await;
     assert_eq!(sps, 1, "one service principal");
     assert!(
@@ -701,6 +708,9 @@ async fn json_log_spans_keep_the_application_name() {
         .flat_map(spans_of)
         .filter(|sp| sp["kind"] == "Application" && sp["namespace"] == ns.as_str())
         .collect();
+    let data = secret_data(&r.s.secrets().get("logged-credentials").await.unwrap());
+    r.s.assert_no_secret_leaks(&[&data["client_secret"], &r.s.admin.client_secret])
+        .await;
     r.finish().await;
     assert!(!reconcile_spans.is_empty(), "reconcile spans were logged");
     assert!(
