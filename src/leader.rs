@@ -157,8 +157,14 @@ pub struct Elector {
 
 /// The outcome of one attempt.
 enum Attempt {
-    Leader,
+    /// We held the Lease and renewed it.
+    Renewed,
+    /// We created the Lease or took it over from nobody or an expired holder.
+    Acquired,
+    /// Somebody else holds it.
     Follower(String),
+    /// Somebody wrote the Lease between our read and our write (409).
+    Conflict,
 }
 
 impl Elector {
@@ -181,7 +187,7 @@ impl Elector {
         loop {
             let started = Instant::now();
             match tokio::time::timeout(s.renew_deadline, self.attempt()).await {
-                Ok(Ok(Attempt::Leader)) => {
+                Ok(Ok(Attempt::Acquired | Attempt::Renewed)) => {
                     tracing::info!(lease = %s.lease_name, identity = %s.identity, "acquired leadership");
                     return started;
                 }
@@ -190,6 +196,9 @@ impl Elector {
                     last_holder = holder;
                 }
                 Ok(Ok(Attempt::Follower(_))) => {}
+                Ok(Ok(Attempt::Conflict)) => {
+                    tracing::debug!("leader election: another candidate wrote the lease first")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "leader election: cannot acquire the lease"),
                 Err(_) => tracing::warn!("leader election: acquiring the lease timed out"),
             }
@@ -198,7 +207,8 @@ impl Elector {
     }
 
     /// Renews the Lease every retry period. Never returns: when no renewal succeeded for
-    /// the renew deadline, or somebody else holds the Lease, the process exits with status 1.
+    /// the renew deadline, or somebody else holds (or held) the Lease meanwhile, the
+    /// process exits with status 1.
     pub async fn hold(&self, acquired: Instant) -> Infallible {
         let s = &self.settings;
         let mut renewed = acquired;
@@ -206,12 +216,22 @@ impl Elector {
             tokio::time::sleep(s.retry_period).await;
             let started = Instant::now();
             let deadline = renewed + s.renew_deadline;
+            if started >= deadline {
+                // E.g. the process was paused: do not even try, others may have led since.
+                break format!("no renewal succeeded within {:?}", s.renew_deadline);
+            }
             match tokio::time::timeout_at(deadline, self.attempt()).await {
-                Ok(Ok(Attempt::Leader)) => {
+                Ok(Ok(Attempt::Renewed)) => {
                     renewed = started;
                     continue;
                 }
                 Ok(Ok(Attempt::Follower(holder))) => break format!("the lease is held by {holder}"),
+                // Our Lease had expired or been released: somebody may have led in between.
+                Ok(Ok(Attempt::Acquired)) => break "the lease had expired before it was renewed".into(),
+                // Read again and decide at the next attempt.
+                Ok(Ok(Attempt::Conflict)) => {
+                    tracing::warn!("leader election: the lease changed while renewing it")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "leader election: renewing the lease failed"),
                 Err(_) => {}
             }
@@ -250,8 +270,8 @@ impl Elector {
         }
     }
 
-    /// Reads the Lease and creates, takes or renews it when [`decide`] says so. A conflict
-    /// (another candidate wrote first) means we do not hold it.
+    /// Reads the Lease and creates, takes or renews it when [`decide`] says so; a write
+    /// another one beat (409) is a [`Attempt::Conflict`], and we do not hold the Lease.
     async fn attempt(&self) -> Result<Attempt, kube::Error> {
         let s = &self.settings;
         let current = self.api.get_opt(&s.lease_name).await?;
@@ -283,8 +303,9 @@ impl Elector {
             }
         };
         match written {
-            Ok(_) => Ok(Attempt::Leader),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Follower("a concurrent writer".into())),
+            Ok(_) if action == Action::Renew => Ok(Attempt::Renewed),
+            Ok(_) => Ok(Attempt::Acquired),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Conflict),
             Err(e) => Err(e),
         }
     }

@@ -61,7 +61,12 @@ async fn apply_leader_election_rbac(client: &Client) {
 }
 
 /// A candidate: an operator process as the operator's user, electing on `lease`.
+/// (`operator_kubeconfig` rewrites its file: call it once before starting candidates at once.)
 async fn candidate(lease: &str, instance: &str) -> OperatorProcess {
+    candidate_with(operator_kubeconfig().await, lease, instance).await
+}
+
+async fn candidate_with(kubeconfig: std::path::PathBuf, lease: &str, instance: &str) -> OperatorProcess {
     let args = [
         "--leader-elect",
         "--leader-election-namespace",
@@ -71,8 +76,7 @@ async fn candidate(lease: &str, instance: &str) -> OperatorProcess {
         "--instance",
         instance,
     ];
-    OperatorProcess::start_with_kubeconfig(operator_kubeconfig().await, &emulator_ca_path().await, &args)
-        .await
+    OperatorProcess::start_with_kubeconfig(kubeconfig, &emulator_ca_path().await, &args).await
 }
 
 fn is_leader(op: &OperatorProcess) -> bool {
@@ -117,7 +121,11 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_is_killed()
     let lease_name = lease_name("killed");
 
     // Both start at once and race for the Lease (a create, or replaces with resourceVersion).
-    let (a, b) = tokio::join!(candidate(&lease_name, "op-a"), candidate(&lease_name, "op-b"));
+    let kubeconfig = operator_kubeconfig().await;
+    let (a, b) = tokio::join!(
+        candidate_with(kubeconfig.clone(), &lease_name, "op-a"),
+        candidate_with(kubeconfig, &lease_name, "op-b")
+    );
     let (mut leader, standby) = elected(a, b).await;
     let leader_id = if leader.logs().contains("op-a") {
         "op-a"
