@@ -654,7 +654,7 @@ fn passes_since(s: &Scenario, from: usize) -> std::collections::BTreeMap<String,
         }
         let Some(name) = line
             .split_whitespace()
-            .find_map(|w| w.strip_prefix("name="))
+            .find_map(|w| w.strip_prefix("object="))
             .map(|n| n.trim_matches(|c| c == '"' || c == '}' || c == ':').to_string())
         else {
             continue;
@@ -699,7 +699,7 @@ async fn a_resync_of_unchanged_applications_reads_the_inventory(test: &str, prof
                 log.get(start..).unwrap_or_default().lines().any(|l| {
                     l.contains("provider-side objects checked")
                         && l.contains(s.ns.name())
-                        && l.contains(&format!("name={n}"))
+                        && l.contains(&format!("object={n}"))
                         && l.contains("application_read=Inventory")
                         && l.contains("service_principal_read=Inventory")
                 })

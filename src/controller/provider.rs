@@ -34,7 +34,7 @@ struct Verification {
     recheck: Option<Duration>,
 }
 
-#[tracing::instrument(skip_all, fields(kind = KIND, name = %provider.name_any()))]
+#[tracing::instrument(skip_all, fields(kind = KIND, object = %provider.name_any()))]
 pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let name = provider.name_any();

@@ -18,7 +18,7 @@ use std::time::Duration;
 pub const KIND: &str = "AuthStrategy";
 const MANAGER: &str = "dcr-operator/authstrategy";
 
-#[tracing::instrument(skip_all, fields(kind = KIND, name = %strategy.name_any()))]
+#[tracing::instrument(skip_all, fields(kind = KIND, object = %strategy.name_any()))]
 pub async fn reconcile(strategy: Arc<AuthStrategy>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let name = strategy.name_any();

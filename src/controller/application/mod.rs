@@ -54,7 +54,7 @@ const MANAGER: &str = "dcr-operator/application";
 /// How soon a secret that the provider does not accept yet is tried again.
 const ACTIVATION_RECHECK: Duration = Duration::from_secs(3);
 
-#[tracing::instrument(skip_all, fields(kind = KIND, namespace = app.namespace().unwrap_or_default(), name = %app.name_any()))]
+#[tracing::instrument(skip_all, fields(kind = KIND, namespace = app.namespace().unwrap_or_default(), object = %app.name_any()))]
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let namespace = app
@@ -544,26 +544,16 @@ async fn ensure_service_principal(
     freshness: Freshness,
     reads: ProviderReads,
 ) -> Result<ReadSource> {
-    if let Some(id) = &status.service_principal_id {
+    let recorded = status.service_principal_id.clone();
+    if let Some(id) = &recorded {
         if reads == ProviderReads::Inventory && graph.known_service_principal(id).await {
             return Ok(ReadSource::Inventory);
         }
-        // Settled: a 404 here means deleted. (Were it replication lag, the create below
-        // answers 409 and the client returns the existing principal.)
         match graph.get_service_principal(id, Freshness::Settled).await {
             Ok(_) => return Ok(ReadSource::Graph),
-            Err(e) if e.is_not_found() => {
-                let note = format!("service principal {id} was deleted out of band; creating it again");
-                events::publish(
-                    ctx,
-                    app,
-                    EventType::Warning,
-                    "ServicePrincipalRecreated",
-                    "RepairDrift",
-                    note,
-                )
-                .await;
-            }
+            // Deleted, or created moments ago and not replicated yet: the create below tells
+            // (a 409 returns the existing principal).
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(Error::EnsureServicePrincipal(e)),
         }
     }
@@ -575,6 +565,21 @@ async fn ensure_service_principal(
         .create_service_principal(app_id, &tags, freshness)
         .await
         .map_err(Error::EnsureServicePrincipal)?;
+    if let Some(old) = recorded.filter(|old| *old != sp.id) {
+        let note = format!(
+            "service principal {old} was deleted out of band; created it again ({})",
+            sp.id
+        );
+        events::publish(
+            ctx,
+            app,
+            EventType::Warning,
+            "ServicePrincipalRecreated",
+            "RepairDrift",
+            note,
+        )
+        .await;
+    }
     status.service_principal_id = Some(sp.id);
     Ok(ReadSource::Graph)
 }
