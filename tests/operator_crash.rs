@@ -11,8 +11,9 @@
 //! the throttling profile, or 404'd by replication lag, is not: the operator's retry is), so
 //! the kill always follows the change itself. The boundary "after the Secret write" is the
 //! token request that proves the new secret, which comes right after the write and before
-//! anything else; "after promote" is the first Graph request after the promoted Secret is
-//! observed (the next pass's application read), which precedes the revoke.
+//! anything else. "After promote" has no provider request of its own (the next one may be
+//! the revoke itself, or a read served from the operator's inventory): the test watches the
+//! Secret for the promotion and kills at once, well within the grace before the revoke.
 //!
 //! The rotation kill points run a [`Prover`] throughout: a consumer re-reading the Secret
 //! and obtaining a token with it, which must never fail (staged rotation only ever puts a
