@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use futures::{future, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -95,17 +96,21 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let concurrency = controller::Config::default().concurrency(config.concurrency);
 
-    // DcrProvider, re-run when its admin Secret changes.
+    // DcrProvider, re-run when its admin Secret changes. Any Secret may be one, so all are
+    // watched, but as metadata only: the data of the cluster's Secrets (Helm releases,
+    // certificates) is never sent to the operator nor parsed by it; the admin Secret itself
+    // is read when a provider is reconciled.
     let providers = Controller::new(
         Api::<DcrProvider>::all(client.clone()),
         watcher::Config::default(),
     );
     let provider_store = providers.store();
+    // `Api<PartialObjectMeta<_>>` lists and watches with metadata-only requests.
     let providers = providers
         .watches(
-            Api::<Secret>::all(client.clone()),
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             watcher::Config::default(),
-            move |secret: Secret| {
+            move |secret: PartialObjectMeta<Secret>| {
                 let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
                 provider_store
                     .state()
