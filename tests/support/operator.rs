@@ -60,6 +60,13 @@ pub async fn emulator_ca_path() -> PathBuf {
 /// verb fails the tests with a 403 in the operator's log). On your own cluster: its
 /// kubeconfig (the admin's).
 pub async fn operator_kubeconfig() -> PathBuf {
+    // Once per process: the kubeconfig file is written in place, so concurrent writers
+    // could hand a half-written file to an operator that is starting.
+    static KUBECONFIG: OnceCell<PathBuf> = OnceCell::const_new();
+    KUBECONFIG.get_or_init(write_operator_kubeconfig).await.clone()
+}
+
+async fn write_operator_kubeconfig() -> PathBuf {
     let cluster = cluster().await;
     if !cluster.is_local() {
         return cluster.kubeconfig_path().to_path_buf();
