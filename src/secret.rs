@@ -192,6 +192,14 @@ pub struct CredentialRecord {
     /// A rotation's new key, not delivered as `client_secret` until proven.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingKey>,
+    /// The `dcr-operator.io/rotate` value a key was issued for. Kept here, written with the
+    /// key, rather than only in status: status may be lost with a crash, or read stale from
+    /// the cache, and the request must be served once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_request: Option<String>,
+    /// The `dcr-operator.io/revoke-all` value a key was issued for (same reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_all_request: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +370,8 @@ mod tests {
 
     fn record() -> CredentialRecord {
         CredentialRecord {
+            rotate_request: None,
+            revoke_all_request: None,
             key_id: "k1".into(),
             issued_at: Timestamp::from_second(1_700_000_000).unwrap(),
             expires_at: Timestamp::from_second(1_710_000_000).unwrap(),

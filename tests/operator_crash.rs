@@ -491,22 +491,12 @@ async fn after_rotation_add_password(test: &str, profile: Profile) {
 both_profiles!(after_pending_write);
 
 async fn after_pending_write(test: &str, profile: Profile) {
-    pending_write(test, profile, false).await;
-}
-
-/// [`after_pending_write`], also requiring that the one rotation request is served by one
-/// rotation. Fails against a well-behaved Graph: the request is recorded in status only at
-/// the end of the pass that staged the key, so the restarted operator promotes the staged
-/// key and then rotates a second time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "operator bug: a rotate request interrupted after staging is served twice (last_rotate_request is persisted only at the end of the pass)"]
-async fn after_pending_write_rotates_once() {
-    pending_write("after_pending_write_once", Profile::Ideal, true).await;
+    pending_write(test, profile).await;
 }
 
 /// Killed after the new key is staged in `.pending_client_secret`, at the token request
 /// proving it: after the restart that key is proven and promoted, not thrown away.
-async fn pending_write(test: &str, profile: Profile, once: bool) {
+async fn pending_write(test: &str, profile: Profile) {
     let mut c = Crash::start(test, profile, GRACE).await;
     let (client_id, first, prover) = c.ready_and_proven().await;
     // The operator proves with the v2 endpoint, the prover uses v1 (see support::prover).
@@ -540,9 +530,7 @@ async fn pending_write(test: &str, profile: Profile, once: bool) {
             .any(|n| n.contains(&format!("secret {pending} replaced {first}"))),
         "the staged key was promoted, not replaced: {promotions:?}"
     );
-    if once {
-        assert_eq!(key, pending, "one rotation request, one rotation");
-    }
+    assert_eq!(key, pending, "one rotation request, one rotation");
     let data = secret_data(&c.s.secrets().get(SECRET).await.unwrap());
     assert!(
         !data.contains_key(".pending_client_secret"),
@@ -560,18 +548,10 @@ both_profiles!(after_promote);
 /// test watches for; the kill follows within the watch latency, well within the grace
 /// (whichever way the operator reads the provider next, it cannot revoke before then).
 async fn after_promote(test: &str, profile: Profile) {
-    promote(test, profile, false).await;
+    promote(test, profile).await;
 }
 
-/// [`after_promote`], also requiring one rotation for the one request: see
-/// [`after_pending_write_rotates_once`].
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "operator bug: a rotate request interrupted after staging is served twice (last_rotate_request is persisted only at the end of the pass)"]
-async fn after_promote_rotates_once() {
-    promote("after_promote_once", Profile::Ideal, true).await;
-}
-
-async fn promote(test: &str, profile: Profile, once: bool) {
+async fn promote(test: &str, profile: Profile) {
     let mut c = Crash::start(test, profile, "3s").await;
     let (client_id, first, prover) = c.ready_and_proven().await;
     annotate(&c.s, ROTATE_ANNOTATION, "crash-1").await;
@@ -583,7 +563,6 @@ async fn promote(test: &str, profile: Profile, once: bool) {
     c.op.kill().await;
     let now = stored(&c.s).await;
     assert!(now.previous.contains(&first) && now.proven, "{now:?}");
-    // (A second rotation for the same request may have begun: see after_revoke.)
     let keys = provider_keys(&c.s, &client_id);
     assert!(
         keys.contains(&first) && keys.contains(&now.live),
@@ -591,9 +570,7 @@ async fn promote(test: &str, profile: Profile, once: bool) {
     );
     c.restart().await;
     let key = assert_converged(&c.s).await;
-    if once {
-        assert_eq!(key, now.live, "one rotation request, one rotation");
-    }
+    assert_eq!(key, now.live, "one rotation request, one rotation");
     assert_never_failed(&prover.stop().await);
     c.finish().await;
 }
@@ -610,11 +587,10 @@ async fn after_revoke(test: &str, profile: Profile) {
     .await;
     assert_eq!(held.status, 204);
     let now = stored(&c.s).await;
-    // Not necessarily only the old key: under lag, one rotate request is at times served
-    // by two rotations (the second superseding the first's key), see the report of issue 6.
-    assert!(
-        now.previous.contains(&first),
-        "the record still names the old key: {now:?}"
+    assert_eq!(
+        now.previous,
+        vec![first.clone()],
+        "one rotate request, one rotation; the record still names the old key"
     );
     let keys = provider_keys(&c.s, &client_id);
     assert!(
@@ -630,19 +606,16 @@ async fn after_revoke(test: &str, profile: Profile) {
     c.finish().await;
 }
 
-// Both ignored: after a crash mid revoke-all, the retried revoke-all also removes the key
-// revoked before the kill (the status still names it); Entra (and the emulator) answer 400
-// for an unknown key, the pass fails before it records the request, and every retry issues
-// one more password (a hot loop: hundreds of passwords within a minute).
+// Before the fix, the retried revoke-all also removed the key revoked before the kill (the
+// status still named it), met Entra's 400 for an unknown key, failed before recording the
+// request, and every retry issued one more password (hundreds within a minute).
 mod mid_revoke_all {
     use super::*;
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "operator bug: after a crash mid revoke-all every retry issues one more password and the pass fails on the 400 for the key revoked before the kill"]
     async fn ideal() {
         super::mid_revoke_all("mid_revoke_all", Profile::Ideal).await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "operator bug: after a crash mid revoke-all every retry issues one more password and the pass fails on the 400 for the key revoked before the kill"]
     async fn lag_and_throttling() {
         super::mid_revoke_all("mid_revoke_all", Profile::LagAndThrottling).await
     }

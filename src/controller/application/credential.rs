@@ -128,6 +128,19 @@ pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
     None
 }
 
+/// The request value last acted upon, as the Secret's record or the status tells: the
+/// record's when it matches the current request (status may be stale), else the status's.
+pub fn acted_upon<'a>(
+    request: Option<&str>,
+    recorded: Option<&'a str>,
+    in_status: Option<&'a str>,
+) -> Option<&'a str> {
+    match request {
+        Some(r) if recorded == Some(r) => recorded,
+        _ => in_status.or(recorded),
+    }
+}
+
 /// Superseded keys whose grace has passed, provided the current secret has been proven.
 /// (A pending key is never superseded: it is either promoted or replaced.)
 pub fn revocable(now: Timestamp, record: &CredentialRecord) -> Vec<String> {
@@ -194,6 +207,8 @@ mod tests {
 
     fn record() -> CredentialRecord {
         CredentialRecord {
+            rotate_request: None,
+            revoke_all_request: None,
             key_id: "k1".into(),
             issued_at: t(0),
             expires_at: t(90 * DAY),
@@ -395,5 +410,16 @@ mod tests {
             orphans(t(1000 + 121), &keys, Some(&r), &also),
             vec!["leak".to_string(), "fresh".to_string()]
         );
+    }
+
+    #[test]
+    fn a_request_counts_as_served_when_the_record_or_the_status_says_so() {
+        // The record is written with the key issued for the request; status may lag.
+        assert_eq!(acted_upon(Some("r2"), Some("r2"), Some("r1")), Some("r2"));
+        assert_eq!(acted_upon(Some("r2"), Some("r1"), Some("r2")), Some("r2"));
+        // Neither: the request is new, whatever was served before.
+        assert_eq!(acted_upon(Some("r3"), Some("r2"), Some("r1")), Some("r1"));
+        assert_eq!(acted_upon(Some("r3"), Some("r2"), None), Some("r2"));
+        assert_eq!(acted_upon(None, None, None), None);
     }
 }

@@ -20,7 +20,7 @@ use super::events;
 use super::providers::ClientError;
 use super::status::apply_status;
 use crate::crd::application::{
-    Application, ApplicationStatus, CredentialStatus, DeletionPolicy, PreviousCredential,
+    Application, ApplicationStatus, CredentialStatus, DeletionPolicy, PendingCredential, PreviousCredential,
 };
 use crate::crd::conditions::{
     find_condition, is_ready, set_condition, ConditionType, DesiredCondition, Reason, Status,
@@ -690,15 +690,28 @@ async fn deliver_credential(
     let now = ctx.now();
     let rotate_request = app.annotations().get(ROTATE_ANNOTATION).cloned();
     let revoke_all_request = app.annotations().get(REVOKE_ALL_ANNOTATION).cloned();
+    // A request was acted upon when the Secret's record (written with the key issued for
+    // it, read fresh) or the status says so.
+    let stored_record = stored.as_ref().and_then(|s| s.record.as_ref());
+    let last_rotate_request = credential::acted_upon(
+        rotate_request.as_deref(),
+        stored_record.and_then(|r| r.rotate_request.as_deref()),
+        status.last_rotate_request.as_deref(),
+    );
+    let last_revoke_all_request = credential::acted_upon(
+        revoke_all_request.as_deref(),
+        stored_record.and_then(|r| r.revoke_all_request.as_deref()),
+        status.last_revoke_all_request.as_deref(),
+    );
     let decision = credential::decide(&credential::Observed {
         now,
         stored: stored.as_ref(),
         had_credential: status.credential.is_some(),
         provider_keys: entra_app.passwords(),
         rotate_request: rotate_request.as_deref(),
-        last_rotate_request: status.last_rotate_request.as_deref(),
+        last_rotate_request,
         revoke_all_request: revoke_all_request.as_deref(),
-        last_revoke_all_request: status.last_revoke_all_request.as_deref(),
+        last_revoke_all_request,
         application_replaced: registration.replaced,
         policy: gate.policy,
     });
@@ -747,9 +760,17 @@ async fn deliver_credential(
             .end_date_time
             .and_then(|t| Timestamp::from_second(t.timestamp()).ok())
             .unwrap_or(end);
-        if reason == credential::IssueReason::RotateRequested {
-            status.last_rotate_request = rotate_request.clone();
-        }
+        // The requests this key serves, recorded with it (see CredentialRecord).
+        let (served_rotate, served_revoke_all) = (
+            match reason {
+                credential::IssueReason::RotateRequested => rotate_request.clone(),
+                _ => last_rotate_request.map(str::to_string),
+            },
+            match reason {
+                credential::IssueReason::RevokeAllRequested => revoke_all_request.clone(),
+                _ => last_revoke_all_request.map(str::to_string),
+            },
+        );
         let current_works = d.record.as_ref().is_some_and(|r| r.verified_at.is_some()) && d.value.is_some();
         if reason.keeps_current_secret() && current_works {
             // Stage: consumers keep the working secret until the new one is proven.
@@ -759,6 +780,8 @@ async fn deliver_credential(
                 issued_at: now,
                 expires_at,
             });
+            record.rotate_request = served_rotate;
+            record.revoke_all_request = served_revoke_all;
             let replaces = record.key_id.clone();
             d.pending_value = Some(issued.secret_text);
             d.write().await?;
@@ -797,6 +820,8 @@ async fn deliver_credential(
                 verified_at: None,
                 previous,
                 pending: None,
+                rotate_request: served_rotate,
+                revoke_all_request: served_revoke_all,
             });
             d.value = Some(issued.secret_text);
             d.pending_value = None;
@@ -813,34 +838,6 @@ async fn deliver_credential(
                 "Rotated"
             };
             events::publish(ctx, app, EventType::Normal, event_reason, "IssueCredential", note).await;
-            if revoke_all {
-                // A compromise response: every other key dies now, without grace.
-                let others: BTreeSet<String> = entra_app
-                    .passwords()
-                    .iter()
-                    .map(|p| p.key_id.clone())
-                    .chain(status_keys.iter().cloned())
-                    .filter(|k| *k != issued.key_id)
-                    .collect();
-                for key in &others {
-                    revoke(graph, &entra_app.id, key).await?;
-                }
-                status.last_revoke_all_request = revoke_all_request.clone();
-                let note = format!(
-                    "revoked every other secret ({}) on request; {} is the only one left",
-                    others.len(),
-                    issued.key_id
-                );
-                events::publish(
-                    ctx,
-                    app,
-                    EventType::Warning,
-                    "RevokedAll",
-                    "RevokeCredential",
-                    note,
-                )
-                .await;
-            }
         }
     } else if stored.as_ref().is_some_and(|s| s.details_stale) {
         d.write().await?;
@@ -849,6 +846,42 @@ async fn deliver_credential(
         return Err(Error::MissingObjectKey("the credential record"));
     }
     mirror(status, d.record.as_ref().expect("checked"), &gate.policy);
+
+    // (provider) A compromise response: every key but the one issued for it dies now,
+    // without grace. Done (again) until the status records it, so a pass cut short here is
+    // finished by the next one instead of issuing yet another key.
+    if let Some(request) = revoke_all_request.as_deref() {
+        let record = d.record.as_ref().expect("checked");
+        let issued_for_it = record.revoke_all_request.as_deref() == Some(request);
+        if issued_for_it && status.last_revoke_all_request.as_deref() != Some(request) {
+            let keep: BTreeSet<&str> = record.key_ids().collect();
+            let others: BTreeSet<String> = entra_app
+                .passwords()
+                .iter()
+                .map(|p| p.key_id.clone())
+                .chain(status_keys.iter().cloned())
+                .filter(|k| !keep.contains(k.as_str()))
+                .collect();
+            for key in &others {
+                revoke(graph, &entra_app.id, key).await?;
+            }
+            status.last_revoke_all_request = Some(request.to_string());
+            let note = format!(
+                "revoked every other secret ({}) on request {request}; {} is the only one left",
+                others.len(),
+                record.key_id
+            );
+            events::publish(
+                ctx,
+                app,
+                EventType::Warning,
+                "RevokedAll",
+                "RevokeCredential",
+                note,
+            )
+            .await;
+        }
+    }
 
     // (provider) Prove the delivered secret before anything older is revoked.
     if d.record.as_ref().is_some_and(|r| r.verified_at.is_none()) {
@@ -1024,6 +1057,12 @@ async fn revoke(graph: &GraphClient, object_id: &str, key_id: &str) -> Result<()
     match graph.remove_password(object_id, key_id).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
+        // Entra answers 400 to removing a key it does not have: revoked already (by a pass
+        // cut short, or listed by a read that predates the removal).
+        Err(GraphError::BadRequest(info)) => {
+            tracing::debug!(%key_id, error = %info, "password already gone");
+            Ok(())
+        }
         Err(source) => Err(Error::RevokeCredential {
             key_id: key_id.to_string(),
             source,
@@ -1047,6 +1086,13 @@ fn mirror(status: &mut ApplicationStatus, record: &CredentialRecord, policy: &Ef
             revoke_after: Time(p.revoke_after),
         })
         .collect();
+    status.pending_credential = record.pending.as_ref().map(|p| PendingCredential {
+        key_id: p.key_id.clone(),
+        issued_at: Time(p.issued_at),
+    });
+    if record.rotate_request.is_some() {
+        status.last_rotate_request = record.rotate_request.clone();
+    }
 }
 
 fn connection_details(gate: &Gate, app_id: &str) -> ConnectionDetails {
