@@ -40,6 +40,24 @@ async fn set_policy(s: &Scenario, credentials: Value) {
         .await;
 }
 
+/// Waits until the Entra application of `client_id` is live again (restored from deleted
+/// items).
+async fn wait_restored(s: &Scenario, client_id: &str) {
+    wait_for(
+        "the application to be restored from deleted items",
+        TIMEOUT,
+        || async {
+            let live = s
+                .emu
+                .state()
+                .application(client_id)
+                .is_some_and(|a| a.deleted_date_time.is_none());
+            Ok::<_, String>(live.then_some(()))
+        },
+    )
+    .await;
+}
+
 /// Touches the Application so it is reconciled now rather than at the next resync.
 async fn poke(s: &Scenario, name: &str) {
     let patch =
@@ -373,16 +391,7 @@ async fn drift_at_the_provider_is_repaired(test: &str, profile: Profile) {
     let secret = secret_data(&s.secrets().get("drift-credentials").await.unwrap())["client_secret"].clone();
     assert!(graph(&s, reqwest::Method::DELETE, &path, None).await.is_success());
     poke(&s, "drift").await;
-    wait_for("the application to be restored", TIMEOUT, || async {
-        Ok::<_, String>(
-            s.emu
-                .state()
-                .application(&client_id)
-                .is_some_and(|a| a.deleted_date_time.is_none())
-                .then_some(()),
-        )
-    })
-    .await;
+    wait_restored(&s, &client_id).await;
     wait_for("the restored client's secret to work again", TIMEOUT, || async {
         s.token_with(&token_url, &client_id, &secret).await.map(Some)
     })
@@ -817,20 +826,7 @@ async fn an_application_soft_deleted_while_status_lost_its_id_is_restored(test: 
         .patch_status("lost", &PatchParams::default(), &Patch::Merge(&forget))
         .await
         .unwrap();
-    wait_for(
-        "the application to be restored from deleted items",
-        TIMEOUT,
-        || async {
-            Ok::<_, String>(
-                s.emu
-                    .state()
-                    .application(&client_id)
-                    .is_some_and(|a| a.deleted_date_time.is_none())
-                    .then_some(()),
-            )
-        },
-    )
-    .await;
+    wait_restored(&s, &client_id).await;
     let app = wait_for("Ready with its object id recorded again", TIMEOUT, || async {
         let app = s.apps().get("lost").await?;
         let ready = Scenario::ready_condition(&app)["status"] == "True";

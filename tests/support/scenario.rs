@@ -290,7 +290,7 @@ impl Scenario {
     }
 
     /// No secret value or access token in the operator's log, this test's Events, its
-    /// Applications or its DcrProvider (the same check as `tests/operator_e2e.rs`'s).
+    /// Applications or its DcrProvider.
     pub async fn assert_no_secret_leaks(&self, secrets: &[&str]) {
         let logs = self.operator.logs();
         assert!(!logs.is_empty(), "the operator's log was captured");

@@ -385,6 +385,20 @@ struct Registration {
     source: ReadSource,
 }
 
+impl Registration {
+    /// An application brought back from deleted items (same client id and keys; they are
+    /// proven again, since restored objects take a while to work at the token endpoint).
+    fn restored(app: azure::Application) -> Self {
+        Registration {
+            app,
+            freshness: Freshness::JustCreated,
+            replaced: false,
+            restored: true,
+            source: ReadSource::Graph,
+        }
+    }
+}
+
 /// Where a pass learned of a provider-side object (logged, for the steady-state cost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ReadSource {
@@ -438,13 +452,7 @@ async fn ensure_registered(
                         "provider-side application {id} was deleted out of band; restored it from deleted items (client id and secrets kept)"
                     );
                     events::publish(ctx, app, EventType::Warning, "Restored", "RepairDrift", note).await;
-                    return Ok(Registration {
-                        app: restored,
-                        freshness: Freshness::JustCreated,
-                        replaced,
-                        restored: true,
-                        source: ReadSource::Graph,
-                    });
+                    return Ok(Registration::restored(restored));
                 }
                 Err(e) if e.is_not_found() => {
                     let note = format!(
@@ -499,13 +507,7 @@ async fn ensure_registered(
                 deleted.id
             );
             events::publish(ctx, app, EventType::Warning, "Restored", "RepairDrift", note).await;
-            return Ok(Registration {
-                app: restored,
-                freshness: Freshness::JustCreated,
-                replaced,
-                restored: true,
-                source: ReadSource::Graph,
-            });
+            return Ok(Registration::restored(restored));
         }
         Err(e) => return Err(Error::RegisterApplication(e)),
     };
