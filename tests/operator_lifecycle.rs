@@ -418,16 +418,22 @@ async fn drift_at_the_provider_is_repaired(test: &str, profile: Profile) {
     })
     .await;
     poke(&s, "drift").await;
-    let new_client = wait_for("a new client to be registered and delivered", TIMEOUT, || async {
-        let app = s.apps().get("drift").await?;
-        let st = status_of(&app);
-        let ready = Scenario::ready_condition(&app)["status"] == "True";
-        let delivered = secret_data(&s.secrets().get("drift-credentials").await?)["client_id"].clone();
-        Ok::<_, kube::Error>(
-            st.client_id
-                .filter(|c| *c != client_id && ready && *c == delivered),
-        )
-    })
+    // The longest chain of the suite (register, service principal through replication lag,
+    // issue, activate, prove, all under throttling): twice the usual deadline.
+    let new_client = wait_for(
+        "a new client to be registered and delivered",
+        2 * TIMEOUT,
+        || async {
+            let app = s.apps().get("drift").await?;
+            let st = status_of(&app);
+            let ready = Scenario::ready_condition(&app)["status"] == "True";
+            let delivered = secret_data(&s.secrets().get("drift-credentials").await?)["client_id"].clone();
+            Ok::<_, kube::Error>(
+                st.client_id
+                    .filter(|c| *c != client_id && ready && *c == delivered),
+            )
+        },
+    )
     .await;
     let data = secret_data(&s.secrets().get("drift-credentials").await.unwrap());
     s.token_with(&token_url, &new_client, &data["client_secret"])
