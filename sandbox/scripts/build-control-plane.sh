@@ -131,7 +131,7 @@ if [[ ! -f "$SRC_TREE/.unpacked" ]]; then
     run apt-get "${APT_OPTS[@]}" update
     rm -f "$WORK"/download/*
     (cd "$WORK/download" && run apt-get "${APT_OPTS[@]}" source --download-only kubernetes)
-    ORIG=$(ls "$WORK"/download/kubernetes_*.orig.tar.* 2>/dev/null | head -n1) \
+    ORIG=$(ls "$WORK"/download/kubernetes_*.orig.tar.* 2>/dev/null | sed -n 1p) \
         || die "no kubernetes orig tarball downloaded (see $LOG)"
     [[ -n "$ORIG" ]] || die "no kubernetes orig tarball downloaded (see $LOG)"
     case "$ORIG" in
@@ -142,7 +142,7 @@ if [[ ! -f "$SRC_TREE/.unpacked" ]]; then
     rm -rf "$SRC_TREE" "$WORK/unpack"
     mkdir -p "$WORK/unpack"
     run tar -xf "$ORIG" -C "$WORK/unpack"
-    top=$(find "$WORK/unpack" -mindepth 1 -maxdepth 1 -type d | head -n1)
+    top=$(find "$WORK/unpack" -mindepth 1 -maxdepth 1 -type d | sed -n 1p)
     [[ -f "$top/cmd/kube-apiserver/apiserver.go" ]] || die "unexpected tarball layout under $WORK/unpack"
     mv "$top" "$SRC_TREE"
     rm -rf "$WORK/unpack" "$WORK/download" "$APT_PRIV"
@@ -219,5 +219,5 @@ say "done in ${ELAPSED}s:"
 for f in kube-apiserver kube-controller-manager; do
     say "  $f  $(du -h "$BIN_DIR/$f" | cut -f1)  $("$BIN_DIR/$f" --version 2>&1 | tail -n1)"
 done
-say "  etcd -> $ETCD  ($("$ETCD" --version 2>/dev/null | head -n1))"
+say "  etcd -> $ETCD  ($("$ETCD" --version 2>/dev/null | sed -n 1p))"
 echo "$BIN_DIR"

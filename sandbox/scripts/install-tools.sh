@@ -47,5 +47,5 @@ PY
 fi
 
 "$bin/helm" version --short >&2
-"$bin/kubectl" version --client 2>/dev/null | head -1 >&2
+"$bin/kubectl" version --client 2>/dev/null | sed -n 1p >&2  # sed reads to the end: no SIGPIPE under pipefail
 echo "$bin"
