@@ -312,6 +312,60 @@ async fn s3_7_delta_initial_sync_then_changes_soft_deletes_and_purges() {
     assert_eq!(round(&env, &next_link).await.0, Vec::<Value>::new());
 }
 
+/// Contract §3.7: "Updated objects show `id` plus at least the changed properties" and new
+/// objects appear whole. The emulator lists exactly the changed ones, so a client that took
+/// an update for the whole object would see its other properties vanish.
+#[tokio::test]
+async fn s3_7_delta_lists_updates_as_id_plus_the_changed_properties() {
+    let env = Env::new().await;
+    let a = env
+        .create_app(json!({"displayName": "p-a", "tags": ["keep"], "description": "before"}))
+        .await;
+    let id = a["id"].as_str().unwrap().to_string();
+    let (_, link) = round(&env, "/applications/delta").await;
+    let path = format!("/applications/{id}");
+    assert_eq!(
+        env.patch(&path, json!({"description": "after"})).await.status,
+        204
+    );
+    let (values, link) = round(&env, &link).await;
+    let update = values.iter().find(|v| v["id"] == id.as_str()).expect("listed");
+    let keys: Vec<&String> = update.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["description", "id"], "{update}");
+    assert_eq!(update["description"], "after");
+
+    let add = env
+        .post(&format!("{path}/addPassword"), json!({"passwordCredential": {}}))
+        .await;
+    assert_eq!(add.status, 200, "{}", add.text);
+    let (values, _) = round(&env, &link).await;
+    let update = values.iter().find(|v| v["id"] == id.as_str()).expect("listed");
+    assert!(
+        update.get("displayName").is_none() && update.get("tags").is_none(),
+        "{update}"
+    );
+    assert_eq!(
+        update["passwordCredentials"].as_array().map(Vec::len),
+        Some(1),
+        "{update}"
+    );
+
+    // A new object, and one created and then changed within the round, appear whole.
+    let (_, link) = round(&env, "/applications/delta?$deltatoken=latest").await;
+    let n = env.create_app(json!({"displayName": "p-n", "tags": ["t"]})).await;
+    let n_id = n["id"].as_str().unwrap();
+    assert_eq!(
+        env.patch(&format!("/applications/{n_id}"), json!({"notes": "x"}))
+            .await
+            .status,
+        204
+    );
+    let (values, _) = round(&env, &link).await;
+    let new = values.iter().find(|v| v["id"] == n_id).expect("listed");
+    assert_eq!(new["displayName"], "p-n");
+    assert_eq!(new["tags"], json!(["t"]));
+}
+
 /// Follow one delta round's nextLinks; returns its values and the final deltaLink.
 async fn round(env: &Env, link: &str) -> (Vec<Value>, String) {
     let mut values = Vec::new();

@@ -215,10 +215,17 @@ pub(crate) fn find(t: &Tenant, key: &AppKey, now: DateTime<Utc>) -> Result<Uuid,
     })
 }
 
-/// Record an application change for delta (effective once the object is visible).
+/// Record an application change for delta (effective once the object is visible): the whole
+/// object (restored).
 pub(crate) fn touch(t: &mut Tenant, seq: u64, now: DateTime<Utc>, id: Uuid) {
     let effective = t.apps.get(&id).map_or(now, |a| a.visible_at.max(now));
     t.record_change(seq, effective, id);
+}
+
+/// Record an update of `props` of an application for delta.
+pub(crate) fn touch_props(t: &mut Tenant, seq: u64, now: DateTime<Utc>, id: Uuid, props: &[&str]) {
+    let effective = t.apps.get(&id).map_or(now, |a| a.visible_at.max(now));
+    t.record_update(seq, effective, id, props.iter().map(|p| p.to_string()).collect());
 }
 
 fn owner_objects(t: &Tenant, app: &App) -> Vec<Value> {
@@ -404,6 +411,7 @@ fn update_existing(dir: &mut Directory, ctx: &Ctx, id: Uuid, body: Map<String, V
     let app = &t.apps[&id];
     ctx.require_write(app)?;
     let mut props = app.props.clone();
+    let changed: Vec<String> = body.keys().filter(|k| !k.contains('@')).cloned().collect();
     let binds = apply_body(&mut props, body, false)?;
     validate::application(&props, &ctx.cfg.limits, t)?;
     validate::uniqueness(&props, t, Some(id), &ctx.cfg.assumptions)?;
@@ -424,7 +432,8 @@ fn update_existing(dir: &mut Directory, ctx: &Ctx, id: Uuid, body: Map<String, V
     let app = t.apps.get_mut(&id).expect("found above");
     app.props = props;
     app.owners = owners;
-    touch(t, seq, ctx.now, id);
+    let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
+    touch_props(t, seq, ctx.now, id, &changed);
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 
@@ -612,7 +621,7 @@ pub(crate) fn add_password(dir: &mut Directory, ctx: &Ctx, key: &AppKey) -> Grap
         ctx.now,
         activation,
     );
-    touch(t, seq, ctx.now, id);
+    touch_props(t, seq, ctx.now, id, &["passwordCredentials"]);
     Ok(Reply::Json(
         StatusCode::OK,
         with_context(
@@ -648,7 +657,7 @@ pub(crate) fn remove_password(dir: &mut Directory, ctx: &Ctx, key: &AppKey) -> G
             ))),
         };
     }
-    touch(t, seq, ctx.now, id);
+    touch_props(t, seq, ctx.now, id, &["passwordCredentials"]);
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 
@@ -690,7 +699,7 @@ pub(crate) fn add_owner(dir: &mut Directory, ctx: &Ctx, key: &AppKey) -> GraphRe
         )));
     }
     app.owners.push(owner);
-    touch(t, seq, ctx.now, id);
+    touch_props(t, seq, ctx.now, id, &[]);
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 
@@ -707,7 +716,7 @@ pub(crate) fn remove_owner(dir: &mut Directory, ctx: &Ctx, key: &AppKey, owner: 
         return Err(GraphError::not_found(&owner.to_string()));
     }
     app.owners.retain(|o| *o != owner);
-    touch(t, seq, ctx.now, id);
+    touch_props(t, seq, ctx.now, id, &[]);
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 

@@ -1,6 +1,7 @@
 //! `GET /applications/delta` (contract §3.7): an initial sync paged with `$skiptoken`,
-//! ending in an `@odata.deltaLink`; later rounds return changed applications whole,
-//! soft-deleted ones as `{"id", "@removed": {"reason": "changed"}}` and permanently deleted
+//! ending in an `@odata.deltaLink`; later rounds return new (and restored) applications
+//! whole, updated ones as `id` plus only the properties that changed (as Graph does: a
+//! client must not take an update for the whole object), soft-deleted ones as `{"id", "@removed": {"reason": "changed"}}` and permanently deleted
 //! ones with `"reason": "deleted"`. `$deltatoken=latest` returns only a deltaLink.
 //!
 //! A token is a position in the tenant's change log: (effective time, sequence). A change
@@ -113,6 +114,9 @@ pub(crate) fn delta(dir: &Directory, ctx: &Ctx) -> GraphResult {
             .as_ref()
             .is_none_or(|ids| ids.iter().any(|x| x.eq_ignore_ascii_case(&id.to_string())))
     };
+    // Per listed id: `None` = whole, `Some(props)` = only these changed properties.
+    let mut partial: std::collections::HashMap<Uuid, Option<std::collections::BTreeSet<String>>> =
+        std::collections::HashMap::new();
     let ids: Vec<Uuid> = match pos.from {
         None => {
             let mut apps: Vec<_> = t
@@ -131,7 +135,14 @@ pub(crate) fn delta(dir: &Directory, ctx: &Ctx) -> GraphResult {
                     let key = (micros(c.effective), c.seq);
                     key > from && key.0 <= pos.upto.0 && c.seq <= pos.upto.1 && wanted(&c.id)
                 })
-                .map(|c| (c.seq, c.id))
+                .map(|c| {
+                    let entry = partial.entry(c.id).or_insert_with(|| Some(Default::default()));
+                    match (&c.props, entry.as_mut()) {
+                        (Some(props), Some(acc)) => acc.extend(props.iter().cloned()),
+                        _ => *entry = None,
+                    }
+                    (c.seq, c.id)
+                })
                 .collect();
             changed.sort();
             let mut seen = Vec::new();
@@ -150,14 +161,19 @@ pub(crate) fn delta(dir: &Directory, ctx: &Ctx) -> GraphResult {
         let entry = match t.apps.get(id) {
             Some(a) if a.deleted.is_none() => {
                 let obj = a.render();
-                match &pos.select {
+                let mut v = match &pos.select {
                     Some(names) => {
                         let mut v = query::select(&obj, names, &["id"], "application")?;
                         v["id"] = id.to_string().into();
                         v
                     }
                     None => obj,
+                };
+                if let (Some(Some(changed)), Value::Object(map)) = (partial.get(id), &mut v) {
+                    // An update: `id` and the changed properties only.
+                    map.retain(|k, _| k == "id" || changed.contains(k));
                 }
+                v
             }
             Some(_) => json!({
                 "@odata.type": "#microsoft.graph.application",

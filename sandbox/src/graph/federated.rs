@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{
-    applications::{find, touch},
+    applications::{find, touch_props},
     context::{Ctx, GraphResult, Reply},
     errors::GraphError,
     routes::{AppKey, FicKey},
@@ -193,7 +193,7 @@ fn insert(
     };
     let mut out = fic.render();
     app.fics.push(fic);
-    touch(t, seq, ctx.now, id);
+    touch_props(t, seq, ctx.now, id, &[]);
     out["@odata.context"] = fic_context(ctx, id, true).into();
     Ok(Reply::Json(StatusCode::CREATED, out))
 }
@@ -262,7 +262,7 @@ pub(crate) fn update(dir: &mut Directory, ctx: &Ctx, key: &AppKey, fic: &FicKey)
     if body.contains_key("description") {
         f.description = description;
     }
-    touch(t, seq, ctx.now, id);
+    touch_props(t, seq, ctx.now, id, &[]);
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }
 
@@ -276,6 +276,6 @@ pub(crate) fn delete(dir: &mut Directory, ctx: &Ctx, key: &AppKey, fic: &FicKey)
     let app = t.apps.get_mut(&id).expect("found above");
     let i = find_fic(&app.fics, fic).ok_or_else(|| GraphError::not_found(key_text(fic)))?;
     app.fics.remove(i);
-    touch(t, seq, ctx.now, id);
+    touch_props(t, seq, ctx.now, id, &[]);
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
 }

@@ -115,16 +115,35 @@ impl Tenant {
     /// Record an application change for delta queries, effective when the change becomes
     /// visible (after the replication lag for a new object).
     pub(crate) fn record_change(&mut self, seq: u64, effective: DateTime<Utc>, id: Uuid) {
-        self.changes.push(Change { seq, effective, id });
+        self.changes.push(Change {
+            seq,
+            effective,
+            id,
+            props: None,
+        });
+    }
+
+    /// Record an update of an existing application that changed only `props` (delta then
+    /// lists `id` plus those properties, contract §3.7).
+    pub(crate) fn record_update(&mut self, seq: u64, effective: DateTime<Utc>, id: Uuid, props: Vec<String>) {
+        self.changes.push(Change {
+            seq,
+            effective,
+            id,
+            props: Some(props),
+        });
     }
 }
 
 /// One entry of the delta change log.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Change {
     pub seq: u64,
     pub effective: DateTime<Utc>,
     pub id: Uuid,
+    /// The properties an update changed; `None` for a new, restored or removed object
+    /// (listed whole, or as removed).
+    pub props: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
