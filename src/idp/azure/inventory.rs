@@ -39,6 +39,9 @@ pub struct InventoryConfig {
     pub reverify_after: Duration,
 }
 
+/// How long a lookup waits for another caller's refresh before answering from what is known.
+const REFRESH_WAIT: Duration = Duration::from_secs(2);
+
 /// The properties the operator reads from an application (delta `$select`).
 const APPLICATION_PROPERTIES: &[&str] = &[
     "id",
@@ -294,13 +297,17 @@ impl GraphClient {
     }
 
     /// One delta round and one listing of tagged service principals, when due; one caller
-    /// does it while the others wait for its result.
+    /// does it while the others wait for its result, for at most [`REFRESH_WAIT`]: the
+    /// first round of a large tenant pages through all its applications, and meanwhile the
+    /// others read directly rather than stall.
     async fn refresh_inventory(&self, inventory: &Inventory) {
         let max_age = inventory.config.max_age;
         if !inventory.state().due(Instant::now(), max_age) {
             return;
         }
-        let _single_flight = inventory.refreshing.lock().await;
+        let Ok(_single_flight) = tokio::time::timeout(REFRESH_WAIT, inventory.refreshing.lock()).await else {
+            return;
+        };
         if !inventory.state().due(Instant::now(), max_age) {
             return;
         }
