@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod provider;
 pub mod providers;
+mod read;
 pub mod status;
 pub mod strategy;
 

@@ -2,8 +2,9 @@
 //! strategy's `Ready` condition. Re-runs when its provider changes (see `run`).
 
 use super::context::Context;
-use super::error::{Error, Result};
+use super::error::Result;
 use super::events;
+use super::read;
 use super::status::apply_status;
 use crate::crd::conditions::{find_condition, is_ready, set_condition, DesiredCondition, Reason, Status};
 use crate::crd::provider::DcrProvider;
@@ -22,15 +23,8 @@ const MANAGER: &str = "dcr-operator/authstrategy";
 pub async fn reconcile(strategy: Arc<AuthStrategy>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let name = strategy.name_any();
-    let providers: Api<DcrProvider> = Api::all(ctx.client.clone());
     let provider_name = &strategy.spec.provider_ref.name;
-    let provider = providers
-        .get_opt(provider_name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: format!("DcrProvider {provider_name}"),
-            source,
-        })?;
+    let provider = read::get_opt(&Api::<DcrProvider>::all(ctx.client.clone()), provider_name).await?;
 
     let (condition, issuer) = evaluate(&strategy, provider.as_ref());
 

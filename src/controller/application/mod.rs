@@ -18,6 +18,7 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::events;
 use super::providers::ClientError;
+use super::read;
 use super::status::apply_status;
 use crate::crd::application::{
     Application, ApplicationStatus, CredentialStatus, DeletionPolicy, PendingCredential, PreviousCredential,
@@ -231,14 +232,7 @@ struct Gate {
 /// Resolves the strategy and provider and checks the Application may use them.
 async fn gate(app: &Application, ctx: &Context) -> Result<Result<Gate, Refusal>> {
     let strategy_name = &app.spec.auth_strategy_ref.name;
-    let strategies: Api<AuthStrategy> = Api::all(ctx.client.clone());
-    let Some(strategy) = strategies
-        .get_opt(strategy_name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: format!("AuthStrategy {strategy_name}"),
-            source,
-        })?
+    let Some(strategy) = read::get_opt(&Api::<AuthStrategy>::all(ctx.client.clone()), strategy_name).await?
     else {
         return Ok(Err((
             Reason::StrategyNotFound,
@@ -274,14 +268,7 @@ async fn gate(app: &Application, ctx: &Context) -> Result<Result<Gate, Refusal>>
         Err(refusal) => return Ok(Err(refusal)),
     };
     let provider_name = &strategy.spec.provider_ref.name;
-    let providers: Api<DcrProvider> = Api::all(ctx.client.clone());
-    let Some(provider) = providers
-        .get_opt(provider_name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: format!("DcrProvider {provider_name}"),
-            source,
-        })?
+    let Some(provider) = read::get_opt(&Api::<DcrProvider>::all(ctx.client.clone()), provider_name).await?
     else {
         return Ok(Err((
             Reason::StrategyNotReady,
@@ -652,13 +639,7 @@ async fn deliver_credential(
         .unwrap_or_else(|| format!("{}-credentials", app.name_any()));
     status.secret_name = Some(secret_name.clone());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: format!("Secret {secret_name}"),
-            source,
-        })?;
+    let existing = read::get_opt(&secrets, &secret_name).await?;
     if let Some(found) = &existing {
         if !secret::is_owned_by(found, app) {
             return Ok(Outcome::Waiting {
@@ -1156,24 +1137,12 @@ fn until(now: Timestamp, then: Timestamp) -> Duration {
 /// strategy or the provider no longer exists (nothing can be done at the provider then).
 async fn provider_of(app: &Application, ctx: &Context) -> Result<Option<(DcrProvider, Arc<GraphClient>)>> {
     let strategy_name = &app.spec.auth_strategy_ref.name;
-    let strategy = Api::<AuthStrategy>::all(ctx.client.clone())
-        .get_opt(strategy_name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: format!("AuthStrategy {strategy_name}"),
-            source,
-        })?;
+    let strategy = read::get_opt(&Api::<AuthStrategy>::all(ctx.client.clone()), strategy_name).await?;
     let Some(strategy) = strategy else {
         return Ok(None);
     };
     let provider_name = &strategy.spec.provider_ref.name;
-    let provider = Api::<DcrProvider>::all(ctx.client.clone())
-        .get_opt(provider_name)
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: format!("DcrProvider {provider_name}"),
-            source,
-        })?;
+    let provider = read::get_opt(&Api::<DcrProvider>::all(ctx.client.clone()), provider_name).await?;
     let Some(provider) = provider else {
         return Ok(None);
     };
