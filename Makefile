@@ -1,4 +1,5 @@
-# dcr-operator: every target here really runs; CI calls `make lint` and `make test`.
+# dcr-operator: every target here really runs. CI (.ci/run) calls `make lint`, then the
+# README's two commands as written: `make demo DEMO_ARGS=--once` and `make test`.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -8,19 +9,19 @@ export DCR_CACHE_DIR
 # Tools installed by `make tools` (kubectl, helm, kubernetes-validate) come first on PATH.
 export PATH := $(DCR_CACHE_DIR)/tools/bin:$(PATH)
 
-.PHONY: help build test lint fmt crds tools control-plane demo bench
+.PHONY: help build test lint fmt crds tools control-plane demo bench image
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 demo: tools control-plane ## The sandbox: operator + local control plane + Graph emulator, samples applied (Ctrl-C stops)
-	$(CARGO) build --quiet --bin dcr-operator --bin sandbox
+	$(CARGO) build --quiet -p dcr-operator -p sandbox --bin dcr-operator --bin sandbox
 	./target/debug/sandbox $(DEMO_ARGS)
 
 build: ## Build the operator and the sandbox binaries
 	$(CARGO) build --workspace --all-targets
 
-test: tools control-plane ## Run every test (unit, schema, manifests, emulator, control plane, integration)
+test: tools control-plane image ## Run every test (unit, schema, manifests, emulator, control plane, integration)
 	$(CARGO) test --workspace --no-fail-fast
 
 # The soak (tests/soak.rs, #[ignore]d in `make test`): 200 Applications under Graph faults
@@ -32,6 +33,9 @@ test: tools control-plane ## Run every test (unit, schema, manifests, emulator, 
 # 200-Application run). `DCR_SOAK_APPS=20` for a short run.
 bench: tools control-plane ## Soak benchmark: 200 Applications under Graph faults and an apiserver restart
 	$(CARGO) test --test soak -- --ignored --nocapture --test-threads=1
+
+image: ## Container image from a static musl build (offline, podman): target/image/dcr-operator.oci.tar
+	bash sandbox/scripts/build-image.sh >/dev/null
 
 lint: ## Formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
