@@ -3,10 +3,13 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// `--version`: the Cargo version (= image tag = chart appVersion) and the git commit.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DCR_GIT_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "dcr-operator",
-    version,
+    version = VERSION,
     about = "OAuth clients at an identity provider, delivered as Kubernetes Secrets"
 )]
 struct Cli {
