@@ -4,7 +4,12 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// `--version`: the Cargo version (= image tag = chart appVersion) and the git commit.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DCR_GIT_COMMIT"), ")");
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DCR_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
