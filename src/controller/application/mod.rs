@@ -1367,3 +1367,28 @@ async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
     }
     Ok(Action::await_change())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_error(code: u16) -> Error {
+        let status = kube::core::Status::failure("refused", "Refused").with_code(code);
+        Error::WriteSecret {
+            name: "s".into(),
+            source: kube::Error::Api(status.boxed()),
+        }
+    }
+
+    #[test]
+    fn only_a_definite_refusal_of_the_secret_write_revokes_the_new_key() {
+        for code in [400, 403, 404, 409, 422] {
+            assert!(write_refused(&write_error(code)), "{code}");
+        }
+        // Throttled, timed out or failed at the server: the write may have landed.
+        for code in [408, 429, 500, 503] {
+            assert!(!write_refused(&write_error(code)), "{code}");
+        }
+        assert!(!write_refused(&Error::MissingObjectKey("x")));
+    }
+}
