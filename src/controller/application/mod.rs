@@ -1020,11 +1020,18 @@ async fn deliver_credential(
     if rotation_note.is_some() {
         next = next.min(ACTIVATION_RECHECK);
     }
+    let served = credential::acted_upon(
+        rotate_request.as_deref(),
+        record.rotate_request.as_deref(),
+        status.last_rotate_request.as_deref(),
+    );
+    let held = credential::rotate_held(&record, rotate_request.as_deref(), served);
     Ok(Outcome::Ready {
         message: format!(
-            "client {app_id} delivered in Secret {secret_name}; secret {} is live{}",
+            "client {app_id} delivered in Secret {secret_name}; secret {} is live{}{}",
             record.key_id,
-            rotation_note.unwrap_or_default()
+            rotation_note.unwrap_or_default(),
+            held.unwrap_or_default()
         ),
         requeue: next.clamp(Duration::from_secs(1), ctx.settings.resync_period),
     })
