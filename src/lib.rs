@@ -8,6 +8,16 @@
 //! - [`config`], [`metrics`], [`telemetry`], [`leader`]: the process around them;
 //! - [`sensitive`]: the redacting string type every secret value travels in.
 
+// No panics in the operator: one would stop reconciling for every namespace. Tests may.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 pub mod config;
 pub mod controller;
 pub mod crd;

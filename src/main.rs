@@ -1,5 +1,15 @@
 //! The `dcr-operator` command line. Subcommands only dispatch; the work lives in the library.
 
+// No panics in the operator: one would stop reconciling for every namespace. Tests may.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

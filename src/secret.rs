@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+pub mod validate;
+
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "dcr-operator";
 pub const LABEL_APPLICATION: &str = "dcr-operator.io/application";
@@ -81,9 +83,16 @@ pub struct SecretLayout {
 
 impl Default for SecretLayout {
     fn default() -> Self {
-        Self::new(None).expect("the default layout is valid")
+        Self {
+            names: FIELDS.iter().map(|f| (*f, f.to_string())).collect(),
+            extra: BTreeMap::new(),
+            type_: "Opaque".into(),
+        }
     }
 }
+
+/// Longest client secret the size check allows for (Entra's are 40 characters).
+const MAX_SECRET_VALUE: usize = 1024;
 
 impl SecretLayout {
     /// The layout a template asks for, or why it cannot be built.
@@ -103,6 +112,7 @@ impl SecretLayout {
                 FIELDS.join(", ")
             ));
         }
+        validate::template(t)?;
         let mut used: Vec<&str> = names.values().map(String::as_str).collect();
         used.extend(t.data.keys().map(String::as_str));
         used.push(KEY_PENDING_SECRET);
@@ -115,15 +125,51 @@ impl SecretLayout {
                 return Err(format!("secret.template.data.{key}: {e}"));
             }
         }
+        let type_ = t.type_.clone().unwrap_or_else(|| "Opaque".into());
+        validate::secret_type(&type_, &used)?;
         Ok(Self {
             names,
             extra: t.data.clone(),
-            type_: t.type_.clone().unwrap_or_else(|| "Opaque".into()),
+            type_,
         })
     }
 
-    fn key(&self, field: &str) -> &str {
-        &self.names[field]
+    fn key<'a>(&'a self, field: &'a str) -> &'a str {
+        self.names.get(field).map_or(field, String::as_str)
+    }
+
+    /// Refuses a layout whose Secret would exceed the apiserver's 1 MiB of data with these
+    /// details and the longest secret and staged secret, counted without rendering it (a
+    /// template of 8 KiB of `{{ scope }}` would expand to megabytes).
+    pub fn check_size(&self, details: &ConnectionDetails) -> Result<(), String> {
+        let len = |field: &str| -> usize {
+            if field == KEY_CLIENT_SECRET {
+                return MAX_SECRET_VALUE;
+            }
+            details
+                .entries()
+                .iter()
+                .find(|(k, _)| *k == field)
+                .map_or(0, |(_, v)| v.len())
+        };
+        let mut total = KEY_PENDING_SECRET.len().saturating_add(MAX_SECRET_VALUE);
+        for field in FIELDS {
+            total = total
+                .saturating_add(self.key(field).len())
+                .saturating_add(len(field));
+        }
+        for (key, template) in &self.extra {
+            total = total
+                .saturating_add(key.len())
+                .saturating_add(composed_len(template, &len)?);
+        }
+        if total > validate::MAX_SECRET_DATA_BYTES {
+            return Err(format!(
+                "spec.secret.template.data: the Secret would hold about {total} bytes, more than the {} Kubernetes allows",
+                validate::MAX_SECRET_DATA_BYTES
+            ));
+        }
+        Ok(())
     }
 
     /// The Secret's data for these values.
@@ -147,33 +193,53 @@ impl SecretLayout {
             .filter_map(|f| value(f).map(|v| (self.key(f).to_string(), ByteString(v.as_bytes().to_vec()))))
             .collect();
         for (key, template) in &self.extra {
-            let text = compose(template, &value).expect("checked when the layout was built");
-            data.insert(key.clone(), ByteString(text.into_bytes()));
+            // Checked when the layout was built; a template that fails is left out.
+            if let Ok(text) = compose(template, &value) {
+                data.insert(key.clone(), ByteString(text.into_bytes()));
+            }
         }
         data
     }
+}
+
+/// Splits `rest` at its next `{{ field }}`: the text before, the field, and the rest.
+fn next_placeholder(rest: &str) -> Result<Option<(&str, &str, &str)>, String> {
+    let Some((before, after)) = rest.split_once("{{") else {
+        return Ok(None);
+    };
+    let (field, tail) = after.split_once("}}").ok_or("an unclosed {{")?;
+    let field = field.trim();
+    if !FIELDS.contains(&field) {
+        return Err(format!(
+            "unknown field {{{{ {field} }}}} (known: {})",
+            FIELDS.join(", ")
+        ));
+    }
+    Ok(Some((before, field, tail)))
 }
 
 /// Replaces `{{ field }}` placeholders; an unknown field or an unclosed `{{` is an error.
 fn compose<'a>(template: &str, value: &dyn Fn(&str) -> Option<&'a str>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or("an unclosed {{")?;
-        let field = after[..end].trim();
-        if !FIELDS.contains(&field) {
-            return Err(format!(
-                "unknown field {{{{ {field} }}}} (known: {})",
-                FIELDS.join(", ")
-            ));
-        }
+    while let Some((before, field, tail)) = next_placeholder(rest)? {
+        out.push_str(before);
         out.push_str(value(field).ok_or_else(|| format!("no value for {field}"))?);
-        rest = &after[end + 2..];
+        rest = tail;
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The length `compose` would produce, given each field's length.
+fn composed_len(template: &str, len: &dyn Fn(&str) -> usize) -> Result<usize, String> {
+    let mut total = 0usize;
+    let mut rest = template;
+    while let Some((before, field, tail)) = next_placeholder(rest)? {
+        total = total.saturating_add(before.len()).saturating_add(len(field));
+        rest = tail;
+    }
+    Ok(total.saturating_add(rest.len()))
 }
 
 /// The credential bookkeeping stored on the Secret (never a secret value).
@@ -237,6 +303,15 @@ pub struct StoredCredential {
     pub tampered: bool,
     /// Connection details differ from what they should be.
     pub details_stale: bool,
+}
+
+/// The Secret's name: `spec.secret.name`, else `<application name>-credentials`.
+pub fn secret_name(app: &Application) -> String {
+    app.spec
+        .secret
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-credentials", app.name_any()))
 }
 
 /// Whether `secret` is controlled by `app` (controller owner reference with its UID).
@@ -307,9 +382,10 @@ pub fn render(
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
     labels.insert(LABEL_APPLICATION.into(), app.name_any());
     let mut annotations = template.annotations.clone();
+    // Strings and timestamps only: serializing cannot fail.
     annotations.insert(
         ANNOTATION_CREDENTIAL.into(),
-        serde_json::to_string(record).expect("serializable"),
+        serde_json::to_string(record).unwrap_or_default(),
     );
     annotations.insert(ANNOTATION_DIGEST.into(), digest(client_secret));
     let mut data = layout.data(details, client_secret);
@@ -504,6 +580,55 @@ mod tests {
         assert!(t(serde_json::json!({"data": {"x": "{{ client_id"}})).contains("unclosed"));
         assert!(t(serde_json::json!({"keys": {"client_id": "scope"}})).contains("used twice"));
         assert!(t(serde_json::json!({"keys": {"password": "x"}})).contains("not a credential field"));
+    }
+
+    #[test]
+    fn templates_the_apiserver_would_refuse_are_refused_before_issuing() {
+        let t =
+            |v: serde_json::Value| SecretLayout::new(Some(&serde_json::from_value(v).unwrap())).unwrap_err();
+        assert!(t(serde_json::json!({"keys": {"client_secret": "a/b"}})).contains("keys.client_secret"));
+        assert!(t(serde_json::json!({"labels": {"a/b/c": "x"}})).contains("labels"));
+        assert!(t(serde_json::json!({"type": "kubernetes.io/service-account-token"})).contains("type"));
+        assert!(t(serde_json::json!({
+            "annotations": {"kubernetes.io/service-account.name": "default"}
+        }))
+        .contains("reserved prefix"));
+        let basic = serde_json::json!({"type": "kubernetes.io/basic-auth", "keys": {"client_id": "username", "client_secret": "password"}});
+        assert!(SecretLayout::new(Some(&serde_json::from_value(basic).unwrap())).is_ok());
+    }
+
+    #[test]
+    fn a_secret_over_one_mebibyte_is_refused_without_rendering_it() {
+        let mut d = details();
+        d.scope = "s".repeat(16 * 1024);
+        let data: BTreeMap<String, String> = (0..16)
+            .map(|i| (format!("k{i}"), "{{ scope }}".repeat(744)))
+            .collect();
+        let template = SecretTemplate {
+            data,
+            ..Default::default()
+        };
+        let layout = SecretLayout::new(Some(&template)).unwrap();
+        let err = layout.check_size(&d).unwrap_err();
+        assert!(err.starts_with("spec.secret.template.data: "), "{err}");
+        assert!(SecretLayout::default().check_size(&d).is_ok());
+        let small = SecretTemplate {
+            data: BTreeMap::from([("x".to_string(), "{{ scope }}".to_string())]),
+            ..Default::default()
+        };
+        assert!(SecretLayout::new(Some(&small)).unwrap().check_size(&d).is_ok());
+    }
+
+    #[test]
+    fn composed_len_matches_compose() {
+        let template = "a{{ client_id }}b{{scope}}c";
+        let d = details();
+        let value = |f: &str| d.entries().iter().find(|(k, _)| *k == f).map(|(_, v)| *v);
+        let len = |f: &str| value(f).map_or(0, str::len);
+        assert_eq!(
+            composed_len(template, &len).unwrap(),
+            compose(template, &value).unwrap().len()
+        );
     }
 
     #[test]

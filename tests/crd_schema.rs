@@ -629,3 +629,142 @@ fn application_template_data_keys_must_be_secret_keys() {
         "secret.template.data keys must be valid Secret keys",
     );
 }
+
+// ---------------------------------------------------------------- bounds (issue 11)
+
+#[test]
+fn durations_are_bounded_by_length_and_a_cel_maximum() {
+    let s = sample("authstrategy.yaml");
+    let at = |v: &str| {
+        let s = with(&s, "/spec/credentials/maxLifetime", json!(v));
+        with(&s, "/spec/credentials/lifetime", json!(v))
+    };
+    assert_accepted(STRATEGY, &at("87600h"));
+    assert_rejected(STRATEGY, &at("87601h"), None, "must be at most 87600h");
+    // Admitted by the pattern: the crash of issue 11. CEL refuses it where enforced, and
+    // the operator decodes it as an error everywhere (src/crd/duration.rs).
+    assert_rejected(
+        STRATEGY,
+        &at("99999999999999999999h"),
+        None,
+        "must be at most 87600h",
+    );
+    let too_long = format!("1{}h", "0".repeat(31));
+    assert_rejected(STRATEGY, &at(&too_long), None, "/spec/credentials/lifetime");
+    let a = with(
+        &sample("application.yaml"),
+        "/spec/credentials",
+        json!({"lifetime": "87601h"}),
+    );
+    assert_rejected(APPLICATION, &a, None, "must be at most 87600h");
+}
+
+#[test]
+fn every_duration_field_carries_the_bounds() {
+    fn walk(v: &Value, path: &str, found: &mut Vec<String>) {
+        if let Some(p) = v.get("pattern").and_then(Value::as_str) {
+            if p == dcr_operator::crd::common::DURATION_PATTERN {
+                assert_eq!(v["maxLength"], json!(32), "{path}");
+                let rules = v["x-kubernetes-validations"].to_string();
+                assert!(rules.contains("duration('87600h')"), "{path}: {rules}");
+                found.push(path.to_string());
+            }
+        }
+        if let Some(map) = v.as_object() {
+            for (k, child) in map {
+                walk(child, &format!("{path}/{k}"), found);
+            }
+        }
+    }
+    let mut found = vec![];
+    for file in [PROVIDER, STRATEGY, APPLICATION] {
+        walk(&stored_schema(file), file, &mut found);
+    }
+    assert_eq!(
+        found.len(),
+        7,
+        "the strategy's five and the Application's two: {found:?}"
+    );
+}
+
+#[test]
+fn application_template_labels_and_annotations_are_checked() {
+    let t = |template: Value| with(&sample("application.yaml"), "/spec/secret/template", template);
+    assert_accepted(
+        APPLICATION,
+        &t(
+            json!({"labels": {"team": "orders", "app.kubernetes.io/name": "x"}, "annotations": {"example.com/note": "any text at all"}}),
+        ),
+    );
+    assert_rejected(
+        APPLICATION,
+        &t(json!({"labels": {"a/b/c": "x"}})),
+        None,
+        "secret.template.labels keys must be label keys",
+    );
+    assert_rejected(
+        APPLICATION,
+        &t(json!({"labels": {"team": "a b"}})),
+        None,
+        "/spec/secret/template/labels/team",
+    );
+    assert_rejected(
+        APPLICATION,
+        &t(json!({"labels": {"team": "v".repeat(64)}})),
+        None,
+        "/spec/secret/template/labels/team",
+    );
+    assert_rejected(
+        APPLICATION,
+        &t(json!({"annotations": {"kubernetes.io/service-account.name": "default"}})),
+        None,
+        "reserved prefixes",
+    );
+    assert_rejected(
+        APPLICATION,
+        &t(json!({"labels": {"dcr-operator.io/application": "x"}})),
+        None,
+        "reserved prefixes",
+    );
+    assert_rejected(
+        APPLICATION,
+        &t(json!({"labels": {"app.kubernetes.io/managed-by": "x"}})),
+        None,
+        "reserved prefixes",
+    );
+    let many: serde_json::Map<String, Value> = (0..65).map(|i| (format!("l{i}"), json!("x"))).collect();
+    assert_rejected(
+        APPLICATION,
+        &t(json!({"labels": many})),
+        None,
+        "/spec/secret/template/labels",
+    );
+    assert_rejected(
+        APPLICATION,
+        &t(json!({"annotations": {"a": "v".repeat(2049)}})),
+        None,
+        "/spec/secret/template/annotations/a",
+    );
+}
+
+#[test]
+fn application_template_types_are_an_allow_list() {
+    let t = |type_: &str| {
+        with(
+            &sample("application.yaml"),
+            "/spec/secret/template",
+            json!({"type": type_}),
+        )
+    };
+    for ok in ["Opaque", "kubernetes.io/basic-auth", "example.com/oauth-client"] {
+        assert_accepted(APPLICATION, &t(ok));
+    }
+    for bad in [
+        "kubernetes.io/service-account-token",
+        "kubernetes.io/tls",
+        "bootstrap.kubernetes.io/token",
+    ] {
+        assert_rejected(APPLICATION, &t(bad), None, "secret.template.type must be Opaque");
+    }
+    assert_rejected(APPLICATION, &t("not a type"), None, "/spec/secret/template/type");
+}

@@ -89,7 +89,10 @@ impl Context {
 
     /// Records a failure of `key` and returns how many in a row.
     pub fn record_failure(&self, key: &str) -> u32 {
-        let mut failures = self.failures.lock().expect("poisoned");
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         *n
@@ -97,6 +100,9 @@ impl Context {
 
     /// Forgets the failures of `key` after a success.
     pub fn record_success(&self, key: &str) {
-        self.failures.lock().expect("poisoned").remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
     }
 }

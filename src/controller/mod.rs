@@ -15,11 +15,13 @@ pub mod providers;
 mod read;
 pub mod status;
 pub mod strategy;
+pub mod undecodable;
 
 pub use context::{Context, Settings};
 pub use error::Error;
 
 use crate::config::RunConfig;
+use crate::crd::decoded::Decoded;
 use crate::crd::{Application, AuthStrategy, DcrProvider};
 use crate::metrics::Metrics;
 use futures::{future, StreamExt};
@@ -101,8 +103,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     // watched, but as metadata only: the data of the cluster's Secrets (Helm releases,
     // certificates) is never sent to the operator nor parsed by it; the admin Secret itself
     // is read when a provider is reconciled.
+    // Every watch decodes into `Decoded`: an object the types refuse is reported on itself
+    // and never fails the list of its kind.
     let providers = Controller::new(
-        Api::<DcrProvider>::all(client.clone()),
+        Api::<Decoded<DcrProvider>>::all(client.clone()),
         watcher::Config::default(),
     );
     let provider_store = providers.store();
@@ -117,8 +121,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
                     .state()
                     .into_iter()
                     .filter(|p| {
-                        let r = &p.spec.initial_client.client_secret_ref;
-                        r.namespace == ns && r.name == name
+                        p.ok().is_some_and(|p| {
+                            let r = &p.spec.initial_client.client_secret_ref;
+                            r.namespace == ns && r.name == name
+                        })
                     })
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
@@ -135,20 +141,20 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     // AuthStrategy, re-run when its provider changes.
     let strategies = Controller::new(
-        Api::<AuthStrategy>::all(client.clone()),
+        Api::<Decoded<AuthStrategy>>::all(client.clone()),
         watcher::Config::default(),
     );
     let strategy_store = strategies.store();
     let strategies = strategies
         .watches(
-            Api::<DcrProvider>::all(client.clone()),
+            Api::<Decoded<DcrProvider>>::all(client.clone()),
             watcher::Config::default(),
-            move |p: DcrProvider| {
+            move |p: Decoded<DcrProvider>| {
                 let name = p.name_any();
                 strategy_store
                     .state()
                     .into_iter()
-                    .filter(|s| s.spec.provider_ref.name == name)
+                    .filter(|s| s.ok().is_some_and(|s| s.spec.provider_ref.name == name))
                     .map(|s| ObjectRef::from_obj(&*s))
                     .collect::<Vec<_>>()
             },
@@ -172,7 +178,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let applications = future::join_all(scopes.into_iter().map(|scope| {
         let (apps, secrets) = match &scope {
             None => (
-                Api::<Application>::all(client.clone()),
+                Api::<Decoded<Application>>::all(client.clone()),
                 Api::<Secret>::all(client.clone()),
             ),
             Some(ns) => (
@@ -189,14 +195,14 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         let app_store = apps.store();
         apps.owns(secrets, owned)
             .watches(
-                Api::<AuthStrategy>::all(client.clone()),
+                Api::<Decoded<AuthStrategy>>::all(client.clone()),
                 watcher::Config::default(),
-                move |s: AuthStrategy| {
+                move |s: Decoded<AuthStrategy>| {
                     let name = s.name_any();
                     app_store
                         .state()
                         .into_iter()
-                        .filter(|a| a.spec.auth_strategy_ref.name == name)
+                        .filter(|a| a.ok().is_some_and(|a| a.spec.auth_strategy_ref.name == name))
                         .map(|a| ObjectRef::from_obj(&*a))
                         .collect::<Vec<_>>()
                 },
@@ -275,13 +281,14 @@ async fn kube_client(config: &RunConfig) -> Result<Client, RunError> {
 
 type ReconcileFuture = std::pin::Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
 
-/// Wraps a reconciler: counts the result and resets the object's backoff on success.
+/// Wraps a reconciler: reports an object that did not decode instead of reconciling it,
+/// counts the result and resets the object's backoff on success.
 fn instrumented<K, F, Fut>(
     kind: &'static str,
     reconcile: F,
-) -> impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFuture
+) -> impl FnMut(Arc<Decoded<K>>, Arc<Context>) -> ReconcileFuture
 where
-    K: Resource + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
@@ -289,7 +296,10 @@ where
         let reconcile = reconcile.clone();
         Box::pin(async move {
             let key = object_key(kind, obj.as_ref());
-            let result = reconcile(obj, ctx.clone()).await;
+            let result = match &obj.0 {
+                Ok(decoded) => reconcile(Arc::new(decoded.clone()), ctx.clone()).await,
+                Err(bad) => undecodable::report(obj.as_ref(), bad, &ctx).await,
+            };
             if result.is_ok() {
                 ctx.record_success(&key);
                 ctx.metrics.reconciled(kind, Ok(()));

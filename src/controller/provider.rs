@@ -9,6 +9,7 @@ use super::events;
 use super::providers::ClientError;
 use super::status::apply_status;
 use crate::crd::conditions::{find_condition, set_condition, ConditionType, DesiredCondition, Reason};
+use crate::crd::decoded::Decoded;
 use crate::crd::provider::{DcrProvider, DeletedApplicationsPolicy, OrphanedApplicationsPolicy};
 use crate::crd::strategy::AuthStrategy;
 use crate::crd::Application;
@@ -44,7 +45,19 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
         return Ok(Action::await_change());
     }
 
-    let (verification, client) = verify(&provider, &ctx).await?;
+    // Without CEL (Kubernetes < 1.25) the apiserver lets the tenant change: refuse it here,
+    // before a client for the other tenant is built.
+    let (verification, client) = match provider.immutable_fields_changed() {
+        Some(message) => (
+            Verification {
+                condition: DesiredCondition::not_ready(Reason::InvalidSpec, message),
+                service_principal_id: None,
+                recheck: None,
+            },
+            None,
+        ),
+        None => verify(&provider, &ctx).await?,
+    };
     let strategies = strategies_using(&ctx, &name).await?;
     let orphans = match &client {
         Some(graph) => Some(sweep_orphans(&provider, &ctx, graph).await?),
@@ -79,6 +92,9 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
     });
     if ready && stale {
         status.last_verified_time = Some(Time(now));
+    }
+    if ready && status.tenant_id.is_none() {
+        status.tenant_id = provider.spec.azure_ad.as_ref().map(|a| a.tenant_id.clone());
     }
     if status != old {
         apply_status(&api, MANAGER, &name, &status).await?;
@@ -285,8 +301,10 @@ async fn sweep_orphans(provider: &DcrProvider, ctx: &Context, graph: &GraphClien
     Ok(if delete { 0 } else { orphans.len() as u32 })
 }
 
+/// How many strategies use the provider (one that does not decode is not counted, and never
+/// fails the count of the others).
 async fn strategies_using(ctx: &Context, provider: &str) -> Result<u32> {
-    let api: Api<AuthStrategy> = Api::all(ctx.client.clone());
+    let api: Api<Decoded<AuthStrategy>> = Api::all(ctx.client.clone());
     let list = api
         .list(&ListParams::default())
         .await
@@ -297,7 +315,7 @@ async fn strategies_using(ctx: &Context, provider: &str) -> Result<u32> {
     Ok(list
         .items
         .iter()
-        .filter(|s| s.spec.provider_ref.name == provider)
+        .filter(|s| s.ok().is_some_and(|s| s.spec.provider_ref.name == provider))
         .count() as u32)
 }
 

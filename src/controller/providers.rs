@@ -81,7 +81,12 @@ impl ProviderClients {
             secret_version: secret.resource_version().unwrap_or_default(),
         };
         let name = provider.name_any();
-        if let Some((fp, client)) = self.cache.lock().expect("poisoned").get(&name) {
+        if let Some((fp, client)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&name)
+        {
             if *fp == fingerprint {
                 return Ok(client.clone());
             }
@@ -92,14 +97,17 @@ impl ProviderClients {
         let client = Arc::new(GraphClient::with_observer(config, self.observer.clone())?);
         self.cache
             .lock()
-            .expect("poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name, (fingerprint, client.clone()));
         Ok(client)
     }
 
     /// Drops the client of a deleted provider.
     pub fn forget(&self, provider_name: &str) {
-        self.cache.lock().expect("poisoned").remove(provider_name);
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(provider_name);
     }
 }
 

@@ -26,7 +26,10 @@ pub async fn reconcile(strategy: Arc<AuthStrategy>, ctx: Arc<Context>) -> Result
     let provider_name = &strategy.spec.provider_ref.name;
     let provider = read::get_opt(&Api::<DcrProvider>::all(ctx.client.clone()), provider_name).await?;
 
-    let (condition, issuer) = evaluate(&strategy, provider.as_ref());
+    let (condition, issuer) = match provider_ref_changed(&strategy) {
+        Some(message) => (DesiredCondition::not_ready(Reason::InvalidSpec, message), None),
+        None => evaluate(&strategy, provider.as_ref()),
+    };
 
     let old = strategy.status.clone().unwrap_or_default();
     let mut status = old.clone();
@@ -40,6 +43,9 @@ pub async fn reconcile(strategy: Arc<AuthStrategy>, ctx: Arc<Context>) -> Result
     );
     status.observed_generation = strategy.metadata.generation;
     status.issuer = issuer;
+    if condition.status == Status::True && status.provider.is_none() {
+        status.provider = Some(provider_name.clone());
+    }
     if status != old {
         let api: Api<AuthStrategy> = Api::all(ctx.client.clone());
         apply_status(&api, MANAGER, &name, &status).await?;
@@ -117,14 +123,19 @@ pub fn evaluate(
     )
 }
 
+/// `spec.providerRef` against the provider recorded in status, for clusters without CEL.
+pub fn provider_ref_changed(strategy: &AuthStrategy) -> Option<String> {
+    let recorded = strategy.status.as_ref()?.provider.as_deref()?;
+    (strategy.spec.provider_ref.name != recorded).then(|| {
+        format!("spec.providerRef is immutable: it was {recorded} (create a new AuthStrategy instead)")
+    })
+}
+
 /// The rules the CRD states in CEL, checked again here because clusters older than 1.25
 /// (and any with CEL validation off) do not enforce them.
 pub fn check_credential_policy(p: &CredentialPolicy) -> std::result::Result<(), String> {
     let lifetime: Duration = p.lifetime.into();
     let renew_before: Duration = p.renew_before.into();
-    if p.lifetime.is_negative() || p.renew_before.is_negative() || p.revoke_previous_after.is_negative() {
-        return Err("credentials durations must not be negative".into());
-    }
     if lifetime.is_zero() {
         return Err("credentials.lifetime must be longer than 0".into());
     }

@@ -5,9 +5,8 @@
 // attributes; each is a separate column.
 #![allow(clippy::duplicated_attributes)]
 
-use super::common::{optional_duration_schema, LocalObjectRef};
+use super::common::{optional_duration_schema, GoDuration, LocalObjectRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,31 +103,50 @@ pub struct SecretTarget {
     pub template: Option<SecretTemplate>,
 }
 
+/// A label value: empty, or letters, digits, `-`, `_`, `.` starting and ending alphanumeric.
+const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+/// `Opaque`, or `<dns subdomain>/<name>`.
+const SECRET_TYPE_PATTERN: &str = r"^(Opaque|[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$";
+/// Every key of the map is a qualified name: an optional DNS-subdomain prefix and a name.
+const QUALIFIED_KEYS_RULE: &str = "self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))";
+/// No key uses the operator's or Kubernetes' prefixes (the recommended app labels are open).
+const UNRESERVED_KEYS_RULE: &str = "self.all(k, !k.matches('^([^/]*[.])?(dcr-operator[.]io|kubernetes[.]io|k8s[.]io)/') || (k.startsWith('app.kubernetes.io/') && k != 'app.kubernetes.io/managed-by'))";
+
 /// The shape of the credential Secret: metadata, type, key names and extra keys.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
-    /// Labels to add (the operator's own labels win on conflict).
+    /// Labels to add (label syntax; the prefixes `dcr-operator.io/`, `kubernetes.io/` and
+    /// `k8s.io/` are reserved, except the recommended `app.kubernetes.io/` labels).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN}))]
+    #[x_kube(validation = Rule::new(QUALIFIED_KEYS_RULE).message("secret.template.labels keys must be label keys ([prefix/]name)"))]
+    #[x_kube(validation = Rule::new(UNRESERVED_KEYS_RULE).message("secret.template.labels may not use the reserved prefixes dcr-operator.io/, kubernetes.io/ and k8s.io/"))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations to add.
+    /// Annotations to add (same key rules as labels; at most 128 KiB in total).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 2048}))]
+    #[x_kube(validation = Rule::new(QUALIFIED_KEYS_RULE).message("secret.template.annotations keys must be annotation keys ([prefix/]name)"))]
+    #[x_kube(validation = Rule::new(UNRESERVED_KEYS_RULE).message("secret.template.annotations may not use the reserved prefixes dcr-operator.io/, kubernetes.io/ and k8s.io/"))]
     pub annotations: BTreeMap<String, String>,
-    /// Secret type. Default `Opaque`.
+    /// Secret type: `Opaque` (default), `kubernetes.io/basic-auth` (rename client_id and
+    /// client_secret to username and password), or a type of your own domain such as
+    /// `example.com/oauth-client`. Other built-in types are refused.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = SECRET_TYPE_PATTERN), length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self == 'kubernetes.io/basic-auth' || !self.matches('^([^/]*[.])?(kubernetes[.]io|k8s[.]io)/')").message("secret.template.type must be Opaque, kubernetes.io/basic-auth or a type of your own domain"))]
     pub type_: Option<String>,
     /// Other names for the standard keys, e.g. `{client_secret: CLIENT_SECRET}` for `envFrom`.
     /// Keys: client_id, client_secret, tenant_id, issuer, token_url, token_url_v1, scope,
     /// auth_methods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(inner(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(min = 1, max = 253)))]
+    #[schemars(extend("maxProperties" = 8, "additionalProperties" = {"type": "string", "minLength": 1, "maxLength": 253, "pattern": r"^[-._a-zA-Z0-9]+$"}))]
     #[x_kube(validation = Rule::new("self.all(k, k in ['client_id', 'client_secret', 'tenant_id', 'issuer', 'token_url', 'token_url_v1', 'scope', 'auth_methods'])").message("secret.template.keys renames only client_id, client_secret, tenant_id, issuer, token_url, token_url_v1, scope and auth_methods"))]
     pub keys: BTreeMap<String, String>,
     /// Extra keys composed from the credential fields with `{{ field }}` placeholders (the
     /// same field names as `keys`), e.g. a `.env` file or a JSON document.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 16), inner(length(max = 8192)))]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$'))").message("secret.template.data keys must be valid Secret keys (letters, digits, '-', '_', '.')"))]
     pub data: BTreeMap<String, String>,
 }
@@ -141,11 +159,11 @@ pub struct CredentialOverrides {
     /// Lifetime of issued secrets; at most the strategy's `maxLifetime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_duration_schema")]
-    pub lifetime: Option<Duration>,
+    pub lifetime: Option<GoDuration>,
     /// How long before expiry to rotate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_duration_schema")]
-    pub renew_before: Option<Duration>,
+    pub renew_before: Option<GoDuration>,
 }
 
 /// Whether deleting the Application deletes the client at the provider.
@@ -181,9 +199,14 @@ pub struct ApplicationStatus {
     /// Entra service principal object id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_principal_id: Option<String>,
-    /// The Secret holding the credentials.
+    /// The Secret holding the credentials. Also what the controller holds
+    /// `spec.secret.name` to where the apiserver does not enforce CEL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The AuthStrategy the Application was first reconciled under: the controller holds
+    /// `spec.authStrategyRef` to it where the apiserver does not enforce CEL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_strategy: Option<String>,
     /// The credential the Secret holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialStatus>,

@@ -1,6 +1,5 @@
 //! Types shared by the three kinds: object and Secret references, durations, schema helpers.
 
-use schemars::{json_schema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// A reference to a cluster-scoped object by name.
@@ -32,24 +31,7 @@ fn default_client_secret_key() -> String {
     "client_secret".to_string()
 }
 
-/// Regex of a Go-style duration as `metav1.Duration` accepts it ("2160h", "90m", "1h30m"),
-/// the format CEL's `duration()` understands, so schema and CEL rules agree.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
-
-/// Schema of a duration field: a string in Go duration syntax.
-pub fn duration_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "string",
-        "pattern": DURATION_PATTERN,
-    })
-}
-
-/// Schema of an optional duration field (the derive marks `Option` fields nullable itself).
-pub fn optional_duration_schema(g: &mut SchemaGenerator) -> Schema {
-    let mut schema = duration_schema(g);
-    schema.insert("nullable".into(), true.into());
-    schema
-}
+pub use super::duration::{duration_schema, optional_duration_schema, GoDuration, DURATION_PATTERN};
 
 /// Regex of an https URL (issuers, authority hosts, Graph endpoints).
 pub const HTTPS_URL_PATTERN: &str = r"^https://[^\s/?#]+([/?#][^\s]*)?$";

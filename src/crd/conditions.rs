@@ -211,7 +211,7 @@ pub fn set_condition(
     let status = desired.status.as_str();
     let message = truncate(&desired.message, MAX_MESSAGE_LEN);
     let existing = conditions.iter().position(|c| c.type_ == type_);
-    let last_transition_time = match existing.map(|i| &conditions[i]) {
+    let last_transition_time = match existing.and_then(|i| conditions.get(i)) {
         Some(old) if old.status == status => old.last_transition_time.clone(),
         _ => Time(now),
     };
@@ -223,10 +223,10 @@ pub fn set_condition(
         observed_generation: generation,
         last_transition_time,
     };
-    match existing {
-        Some(i) if conditions[i] == new => false,
-        Some(i) => {
-            conditions[i] = new;
+    match existing.and_then(|i| conditions.get_mut(i)) {
+        Some(old) if *old == new => false,
+        Some(old) => {
+            *old = new;
             true
         }
         None => {

@@ -11,6 +11,8 @@
 pub mod application;
 pub mod common;
 pub mod conditions;
+pub mod decoded;
+pub mod duration;
 pub mod provider;
 pub mod strategy;
 

@@ -66,6 +66,18 @@ pub struct DcrProviderSpec {
     pub request_budget: Option<RequestBudget>,
 }
 
+impl DcrProvider {
+    /// The immutable fields against what the status recorded, for clusters without CEL:
+    /// the message users read when one changed. (`spec.type` has one value so far.)
+    pub fn immutable_fields_changed(&self) -> Option<String> {
+        let recorded = self.status.as_ref()?.tenant_id.as_deref()?;
+        let tenant = self.spec.azure_ad.as_ref().map(|a| a.tenant_id.as_str());
+        (tenant != Some(recorded)).then(|| {
+            format!("spec.azureAD.tenantId is immutable: it was {recorded}; registered applications live in that tenant (create a new DcrProvider instead)")
+        })
+    }
+}
+
 /// Supported identity providers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ProviderType {
@@ -91,12 +103,12 @@ pub struct AzureAdProvider {
 
     /// Override of the authority host (token endpoints), e.g. for a proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = HTTPS_URL_PATTERN))]
+    #[schemars(regex(pattern = HTTPS_URL_PATTERN), length(max = 2048))]
     pub authority_host: Option<String>,
 
     /// Override of the Microsoft Graph endpoint, e.g. for a proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = HTTPS_URL_PATTERN))]
+    #[schemars(regex(pattern = HTTPS_URL_PATTERN), length(max = 2048))]
     pub graph_endpoint: Option<String>,
 
     /// What happens to an application deleted by the operator: Entra keeps it in deleted
@@ -194,6 +206,10 @@ pub struct DcrProviderStatus {
     /// Applications tagged by this cluster at the provider that no Application owns.
     #[serde(default)]
     pub orphaned_applications: u32,
+    /// The tenant the provider was first reconciled with: the controller holds
+    /// `spec.azureAD.tenantId` to it where the apiserver does not enforce CEL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     /// When the admin credentials last obtained a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<Time>,

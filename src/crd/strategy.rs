@@ -6,11 +6,10 @@
 #![allow(clippy::duplicated_attributes)]
 
 use super::common::{
-    duration_schema, optional_duration_schema, LocalObjectRef, GUID_PATTERN, HTTPS_URL_PATTERN,
+    duration_schema, optional_duration_schema, GoDuration, LocalObjectRef, GUID_PATTERN, HTTPS_URL_PATTERN,
     NO_WHITESPACE_PATTERN,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
-use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +129,7 @@ impl AuthMethod {
 pub struct AllowedNamespaces {
     /// Namespaces admitted by name.
     #[serde(default)]
-    #[schemars(inner(length(min = 1, max = 63)))]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 63)))]
     pub names: Vec<String>,
     /// Namespaces admitted by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,30 +145,39 @@ pub struct CredentialPolicy {
     /// How long an issued secret is valid (Go duration, e.g. `2160h` = 90 days).
     #[serde(default = "default_lifetime")]
     #[schemars(schema_with = "duration_schema")]
-    pub lifetime: Duration,
+    pub lifetime: GoDuration,
     /// How long before expiry a new secret is issued.
     #[serde(default = "default_renew_before")]
     #[schemars(schema_with = "duration_schema")]
-    pub renew_before: Duration,
+    pub renew_before: GoDuration,
     /// Longest lifetime an Application may ask for. Absent: `lifetime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_duration_schema")]
-    pub max_lifetime: Option<Duration>,
+    pub max_lifetime: Option<GoDuration>,
     /// How long a superseded secret keeps working after its successor was delivered and
     /// proven, so pods holding the old value can pick up the new one.
     #[serde(default = "default_revoke_after")]
     #[schemars(schema_with = "duration_schema")]
-    pub revoke_previous_after: Duration,
+    pub revoke_previous_after: GoDuration,
+    /// The shortest renewal interval (`lifetime - renewBefore`) an Application's own
+    /// `credentials` may ask for, so no app team can make the operator issue secrets every
+    /// few seconds. The strategy's own interval applies when it is shorter.
+    #[serde(default = "default_min_renewal_interval")]
+    #[schemars(schema_with = "duration_schema")]
+    pub min_renewal_interval: GoDuration,
 }
 
-fn default_lifetime() -> Duration {
-    std::time::Duration::from_secs(90 * 24 * 3600).into()
+fn default_lifetime() -> GoDuration {
+    GoDuration::from_hours(90 * 24)
 }
-fn default_renew_before() -> Duration {
-    std::time::Duration::from_secs(30 * 24 * 3600).into()
+fn default_renew_before() -> GoDuration {
+    GoDuration::from_hours(30 * 24)
 }
-fn default_revoke_after() -> Duration {
-    std::time::Duration::from_secs(3600).into()
+fn default_revoke_after() -> GoDuration {
+    GoDuration::from_hours(1)
+}
+fn default_min_renewal_interval() -> GoDuration {
+    GoDuration::from_hours(1)
 }
 
 impl Default for CredentialPolicy {
@@ -179,6 +187,7 @@ impl Default for CredentialPolicy {
             renew_before: default_renew_before(),
             max_lifetime: None,
             revoke_previous_after: default_revoke_after(),
+            min_renewal_interval: default_min_renewal_interval(),
         }
     }
 }
@@ -276,4 +285,8 @@ pub struct AuthStrategyStatus {
     /// The issuer in effect (spec or the provider's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The DcrProvider the strategy was first reconciled with: the controller holds
+    /// `spec.providerRef` to it where the apiserver does not enforce CEL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }

@@ -1,6 +1,6 @@
 //! Pure checks that gate an Application before anything is registered.
 
-use crate::crd::application::Application;
+use crate::crd::application::{Application, ApplicationStatus};
 use crate::crd::conditions::Reason;
 use crate::crd::strategy::AuthStrategy;
 use kube::core::{Selector, SelectorExt};
@@ -18,6 +18,26 @@ pub struct EffectivePolicy {
 
 /// A reason the Application cannot proceed, with the message users read.
 pub type Refusal = (Reason, String);
+
+/// The immutable fields against what the status recorded, for clusters without CEL
+/// (Kubernetes < 1.25 accepts any change to them).
+pub fn immutable_fields_kept(app: &Application, recorded: &ApplicationStatus) -> Result<(), Refusal> {
+    let strategy = &app.spec.auth_strategy_ref.name;
+    if let Some(was) = recorded.auth_strategy.as_ref().filter(|was| *was != strategy) {
+        return Err((
+            Reason::InvalidSpec,
+            format!("spec.authStrategyRef is immutable: it was {was} (create a new Application instead)"),
+        ));
+    }
+    let secret_name = crate::secret::secret_name(app);
+    if let Some(was) = recorded.secret_name.as_ref().filter(|was| **was != secret_name) {
+        return Err((
+            Reason::InvalidSpec,
+            format!("spec.secret.name is immutable: it was {was}"),
+        ));
+    }
+    Ok(())
+}
 
 /// Whether `strategy` admits `app`'s namespace, given the namespace's labels.
 pub fn namespace_admitted(
@@ -72,9 +92,7 @@ pub fn effective_policy(app: &Application, strategy: &AuthStrategy) -> Result<Ef
         .max_lifetime
         .map(Into::into)
         .unwrap_or(policy.lifetime.into());
-    let negative = overrides.lifetime.is_some_and(|d| d.is_negative())
-        || overrides.renew_before.is_some_and(|d| d.is_negative());
-    if negative || lifetime.is_zero() {
+    if lifetime.is_zero() {
         return Err((
             Reason::InvalidSpec,
             "spec.credentials durations must be positive".into(),
@@ -97,11 +115,42 @@ pub fn effective_policy(app: &Application, strategy: &AuthStrategy) -> Result<Ef
             "credentials.renewBefore must be shorter than credentials.lifetime".into(),
         ));
     }
+    if overrides.lifetime.is_some() || overrides.renew_before.is_some() {
+        renewal_interval_allowed(lifetime, renew_before, strategy)?;
+    }
     Ok(EffectivePolicy {
         lifetime,
         renew_before,
         revoke_previous_after: policy.revoke_previous_after.into(),
     })
+}
+
+/// An Application's own lifetime and renewBefore may not renew more often than the
+/// strategy's `minRenewalInterval` (or its own interval, when that is shorter).
+fn renewal_interval_allowed(
+    lifetime: Duration,
+    renew_before: Duration,
+    strategy: &AuthStrategy,
+) -> Result<(), Refusal> {
+    let policy = &strategy.spec.credentials;
+    let own = policy
+        .lifetime
+        .as_std()
+        .saturating_sub(policy.renew_before.as_std());
+    let floor = policy.min_renewal_interval.as_std().min(own);
+    let interval = lifetime.saturating_sub(renew_before);
+    if interval >= floor {
+        return Ok(());
+    }
+    Err((
+        Reason::CredentialPolicyViolation,
+        format!(
+            "spec.credentials renews every {} (lifetime - renewBefore); AuthStrategy {} allows at most one renewal per {} (its credentials.minRenewalInterval)",
+            humantime::format_duration(interval),
+            strategy.name_any(),
+            humantime::format_duration(floor)
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -158,6 +207,53 @@ mod tests {
         let s = strategy(json!({"credentials": {"lifetime": "720h", "renewBefore": "240h"}}));
         assert!(effective_policy(&app(json!({"lifetime": "721h"})), &s).is_err());
         assert!(effective_policy(&app(json!({"lifetime": "300h"})), &s).is_ok());
+    }
+
+    #[test]
+    fn an_application_cannot_renew_more_often_than_the_strategy_allows() {
+        let s = strategy(
+            json!({"credentials": {"lifetime": "720h", "renewBefore": "240h", "maxLifetime": "720h"}}),
+        );
+        // The example: a new secret every second.
+        let (reason, message) =
+            effective_policy(&app(json!({"lifetime": "3m", "renewBefore": "179s"})), &s).unwrap_err();
+        assert_eq!(reason, Reason::CredentialPolicyViolation);
+        assert!(
+            message.starts_with("spec.credentials renews every 1s"),
+            "{message}"
+        );
+        assert!(effective_policy(&app(json!({"lifetime": "2h", "renewBefore": "1h"})), &s).is_ok());
+        assert!(effective_policy(&app(json!({"lifetime": "2h", "renewBefore": "61m"})), &s).is_err());
+        // A strategy that renews often itself (an admin's choice) bounds its Applications
+        // at its own interval, and an Application without overrides is not checked.
+        let fast = strategy(json!({"credentials": {"lifetime": "60s", "renewBefore": "45s"}}));
+        assert!(effective_policy(&app(json!({"renewBefore": "40s"})), &fast).is_ok());
+        assert!(effective_policy(&app(json!({"renewBefore": "50s"})), &fast).is_err());
+        assert!(effective_policy(&app(json!({})), &fast).is_ok());
+    }
+
+    #[test]
+    fn immutable_fields_are_held_to_the_recorded_values() {
+        let a = app(json!({}));
+        let mut recorded = ApplicationStatus::default();
+        assert!(
+            immutable_fields_kept(&a, &recorded).is_ok(),
+            "nothing recorded yet"
+        );
+        recorded.auth_strategy = Some("s".into());
+        recorded.secret_name = Some("a-credentials".into());
+        assert!(immutable_fields_kept(&a, &recorded).is_ok());
+        recorded.auth_strategy = Some("other".into());
+        let (reason, message) = immutable_fields_kept(&a, &recorded).unwrap_err();
+        assert_eq!(reason, Reason::InvalidSpec);
+        assert!(
+            message.starts_with("spec.authStrategyRef is immutable: it was other"),
+            "{message}"
+        );
+        recorded.auth_strategy = None;
+        recorded.secret_name = Some("old".into());
+        let (_, message) = immutable_fields_kept(&a, &recorded).unwrap_err();
+        assert!(message.starts_with("spec.secret.name is immutable"), "{message}");
     }
 
     #[test]

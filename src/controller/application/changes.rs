@@ -22,21 +22,32 @@ impl ChangeTracker {
     /// side is then judged by a fresh full inventory.
     pub fn edited_since_ready(&self, app: &Application) -> bool {
         let Some(uid) = app.uid() else { return true };
-        let seen = self.ready.lock().expect("poisoned").get(&uid).copied();
+        let seen = self
+            .ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&uid)
+            .copied();
         seen.is_some_and(|f| f != fingerprint(app))
     }
 
     /// Records a Ready pass over `app` as it was read.
     pub fn ready(&self, app: &Application) {
         if let Some(uid) = app.uid() {
-            self.ready.lock().expect("poisoned").insert(uid, fingerprint(app));
+            self.ready
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(uid, fingerprint(app));
         }
     }
 
     /// Forgets a deleted Application.
     pub fn forget(&self, app: &Application) {
         if let Some(uid) = app.uid() {
-            self.ready.lock().expect("poisoned").remove(&uid);
+            self.ready
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&uid);
         }
     }
 }

@@ -13,6 +13,11 @@ use std::time::Duration;
 /// A key issued less than this long ago may not show in reads yet (Entra replication).
 pub const REPLICATION_WINDOW: Duration = Duration::from_secs(120);
 
+/// Superseded keys awaiting revocation at which a rotate request waits: each rotation adds
+/// one that lives `revokePreviousAfter`, so requests in a loop would pile up live keys.
+/// The request is served once the oldest is revoked (revoke-all is never held back).
+pub const MAX_SUPERSEDED: usize = 8;
+
 /// Why a new secret is issued. The string is the Event reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IssueReason {
@@ -121,11 +126,26 @@ pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
         return Some(IssueReason::Renewal);
     }
     if let Some(request) = o.rotate_request {
-        if Some(request) != o.last_rotate_request {
+        if Some(request) != o.last_rotate_request && record.previous.len() < MAX_SUPERSEDED {
             return Some(IssueReason::RotateRequested);
         }
     }
     None
+}
+
+/// Why a rotate request is not served yet, for the Ready message.
+pub fn rotate_held(
+    record: &CredentialRecord,
+    rotate_request: Option<&str>,
+    last_rotate_request: Option<&str>,
+) -> Option<String> {
+    let request = rotate_request.filter(|r| Some(*r) != last_rotate_request)?;
+    (record.previous.len() >= MAX_SUPERSEDED).then(|| {
+        format!(
+            "; rotate request {request} waits until a superseded secret is revoked ({} await revocation, at most {MAX_SUPERSEDED})",
+            record.previous.len()
+        )
+    })
 }
 
 /// The request value last acted upon, as the Secret's record or the status tells: the
@@ -316,6 +336,39 @@ mod tests {
         assert_eq!(decide(&o), Some(IssueReason::RotateRequested));
         o.last_rotate_request = Some("2026-11-21");
         assert_eq!(decide(&o), None);
+    }
+
+    #[test]
+    fn rotate_requests_wait_while_too_many_superseded_keys_are_live() {
+        let mut r = record();
+        r.previous = (0..MAX_SUPERSEDED)
+            .map(|i| crate::secret::PreviousKey {
+                key_id: format!("old{i}"),
+                revoke_after: t(DAY + 3600),
+            })
+            .collect();
+        let s = stored(Some(r.clone()), false);
+        let keys = [key("k1", Some(t(0)))];
+        let mut o = observed(t(DAY), Some(&s), &keys);
+        o.rotate_request = Some("again");
+        assert_eq!(decide(&o), None, "held");
+        let note = rotate_held(&r, Some("again"), None).unwrap();
+        assert!(
+            note.contains("waits until a superseded secret is revoked"),
+            "{note}"
+        );
+        o.revoke_all_request = Some("incident");
+        assert_eq!(
+            decide(&o),
+            Some(IssueReason::RevokeAllRequested),
+            "never held back"
+        );
+        r.previous.pop();
+        let s = stored(Some(r.clone()), false);
+        let mut o = observed(t(DAY), Some(&s), &keys);
+        o.rotate_request = Some("again");
+        assert_eq!(decide(&o), Some(IssueReason::RotateRequested));
+        assert_eq!(rotate_held(&r, Some("again"), None), None);
     }
 
     #[test]

@@ -104,13 +104,21 @@ async fn apply(app: &Application, ctx: &Context, api: &Api<Application>) -> Resu
     } else {
         ProviderReads::Inventory
     };
-    let result = match gate(app, ctx).await {
+    // Immutability, for clusters without CEL; then the strategy, provider and policy.
+    let gated = match admission::immutable_fields_kept(app, &old) {
+        Err(refusal) => Ok(Err(refusal)),
+        Ok(()) => gate(app, ctx).await,
+    };
+    let result = match gated {
         Ok(Ok(gate)) => converge(app, ctx, &gate, &mut status, api, reads).await,
         Ok(Err(refusal)) => Ok(Outcome::from(refusal)),
         Err(e) => Err(e),
     };
     if matches!(result, Ok(Outcome::Ready { .. })) {
         ctx.application_edits.ready(app);
+    }
+    if status.client_id.is_some() && status.auth_strategy.is_none() {
+        status.auth_strategy = Some(app.spec.auth_strategy_ref.name.clone());
     }
     let (condition, action, error) = match result {
         Ok(Outcome::Ready { message, requeue }) => {
@@ -275,6 +283,12 @@ async fn gate(app: &Application, ctx: &Context) -> Result<Result<Gate, Refusal>>
             format!("DcrProvider {provider_name} does not exist"),
         )));
     };
+    if let Some(message) = provider.immutable_fields_changed() {
+        return Ok(Err((
+            Reason::StrategyNotReady,
+            format!("DcrProvider {provider_name}: {message}"),
+        )));
+    }
     let client = match ctx.providers.client_for(&ctx.client, &provider).await {
         Ok(c) => c,
         Err(ClientError::Kube { source, .. }) => {
@@ -290,12 +304,25 @@ async fn gate(app: &Application, ctx: &Context) -> Result<Result<Gate, Refusal>>
             )))
         }
     };
-    Ok(Ok(Gate {
+    let gate = Gate {
         strategy,
         provider,
         client,
         policy,
-    }))
+    };
+    if let Err(message) = check_secret(app, &gate) {
+        return Ok(Err((Reason::InvalidSpec, message)));
+    }
+    Ok(Ok(gate))
+}
+
+/// The Secret the Application asks for, checked before anything is registered or issued:
+/// a write the apiserver refuses after `addPassword` would leave a key recorded nowhere.
+fn check_secret(app: &Application, gate: &Gate) -> std::result::Result<(), String> {
+    secret::validate::secret_name(&secret::secret_name(app))?;
+    let layout = secret::SecretLayout::new(app.spec.secret.template.as_ref())?;
+    // Any client id has the length of a GUID.
+    layout.check_size(&connection_details(gate, "00000000-0000-0000-0000-000000000000"))
 }
 
 /// Registers, repairs and delivers. Mutates `status` as facts become known.
@@ -631,12 +658,7 @@ async fn deliver_credential(
     let graph = &gate.client;
     let entra_app = &registration.app;
     let namespace = app.namespace().unwrap_or_default();
-    let secret_name = app
-        .spec
-        .secret
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}-credentials", app.name_any()));
+    let secret_name = secret::secret_name(app);
     status.secret_name = Some(secret_name.clone());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = read::get_opt(&secrets, &secret_name).await?;
@@ -757,7 +779,10 @@ async fn deliver_credential(
         let current_works = d.record.as_ref().is_some_and(|r| r.verified_at.is_some()) && d.value.is_some();
         if reason.keeps_current_secret() && current_works {
             // Stage: consumers keep the working secret until the new one is proven.
-            let record = d.record.as_mut().expect("checked above");
+            let record = d
+                .record
+                .as_mut()
+                .ok_or(Error::MissingObjectKey("the credential record"))?;
             record.pending = Some(PendingKey {
                 key_id: issued.key_id.clone(),
                 issued_at: now,
@@ -767,7 +792,7 @@ async fn deliver_credential(
             record.revoke_all_request = served_revoke_all;
             let replaces = record.key_id.clone();
             d.pending_value = Some(issued.secret_text);
-            d.write().await?;
+            write_issued(&mut d, graph, &entra_app.id, &issued.key_id).await?;
             let note = format!(
                 "issued secret {} ({}); it replaces {replaces} in Secret {secret_name} once the provider accepts it",
                 issued.key_id,
@@ -809,7 +834,7 @@ async fn deliver_credential(
             d.value = Some(issued.secret_text);
             d.pending_value = None;
             // Deliver at once: until this write lands, the new key is recorded nowhere.
-            d.write().await?;
+            write_issued(&mut d, graph, &entra_app.id, &issued.key_id).await?;
             let note = format!(
                 "issued secret {} into Secret {secret_name} ({})",
                 issued.key_id,
@@ -828,13 +853,22 @@ async fn deliver_credential(
     if d.record.is_none() || d.value.is_none() {
         return Err(Error::MissingObjectKey("the credential record"));
     }
-    mirror(status, d.record.as_ref().expect("checked"), &gate.policy);
+    mirror(
+        status,
+        d.record
+            .as_ref()
+            .ok_or(Error::MissingObjectKey("the credential record"))?,
+        &gate.policy,
+    );
 
     // (provider) A compromise response: every key but the one issued for it dies now,
     // without grace. Done (again) until the status records it, so a pass cut short here is
     // finished by the next one instead of issuing yet another key.
     if let Some(request) = revoke_all_request.as_deref() {
-        let record = d.record.as_ref().expect("checked");
+        let record = d
+            .record
+            .as_ref()
+            .ok_or(Error::MissingObjectKey("the credential record"))?;
         let issued_for_it = record.revoke_all_request.as_deref() == Some(request);
         if issued_for_it && status.last_revoke_all_request.as_deref() != Some(request) {
             let keep: BTreeSet<&str> = record.key_ids().collect();
@@ -868,14 +902,23 @@ async fn deliver_credential(
 
     // (provider) Prove the delivered secret before anything older is revoked.
     if d.record.as_ref().is_some_and(|r| r.verified_at.is_none()) {
-        let value = d.value.clone().expect("checked");
+        let value = d
+            .value
+            .clone()
+            .ok_or(Error::MissingObjectKey("the credential record"))?;
         match graph.verify_client_secret(app_id, &value).await {
             Ok(()) => {
-                d.record.as_mut().expect("checked").verified_at = Some(ctx.now());
+                d.record
+                    .as_mut()
+                    .ok_or(Error::MissingObjectKey("the credential record"))?
+                    .verified_at = Some(ctx.now());
                 d.write().await?;
             }
             Err(e) if !e.is_transient() => {
-                let record = d.record.as_ref().expect("checked");
+                let record = d
+                    .record
+                    .as_ref()
+                    .ok_or(Error::MissingObjectKey("the credential record"))?;
                 let message = not_active_message(ctx, app, &record.key_id, record.issued_at, &e).await;
                 return Ok(Outcome::Waiting {
                     reason: credential::ACTIVATING,
@@ -895,7 +938,10 @@ async fn deliver_credential(
     ) {
         match graph.verify_client_secret(app_id, &pending_value).await {
             Ok(()) => {
-                let record = d.record.as_mut().expect("checked");
+                let record = d
+                    .record
+                    .as_mut()
+                    .ok_or(Error::MissingObjectKey("the credential record"))?;
                 record.previous.push(PreviousKey {
                     key_id: record.key_id.clone(),
                     revoke_after: ctx.now() + signed(gate.policy.revoke_previous_after),
@@ -920,7 +966,10 @@ async fn deliver_credential(
     }
 
     // (provider) Superseded keys past their grace, then keys nobody records.
-    let record = d.record.clone().expect("checked");
+    let record = d
+        .record
+        .clone()
+        .ok_or(Error::MissingObjectKey("the credential record"))?;
     let due = credential::revocable(ctx.now(), &record);
     if !due.is_empty() {
         for key in &due {
@@ -935,12 +984,15 @@ async fn deliver_credential(
         }
         d.record
             .as_mut()
-            .expect("checked")
+            .ok_or(Error::MissingObjectKey("the credential record"))?
             .previous
             .retain(|p| !due.contains(&p.key_id));
         d.write().await?;
     }
-    let record = d.record.clone().expect("checked");
+    let record = d
+        .record
+        .clone()
+        .ok_or(Error::MissingObjectKey("the credential record"))?;
     for key in credential::orphans(ctx.now(), entra_app.passwords(), Some(&record), &BTreeSet::new()) {
         if due.contains(&key) {
             continue;
@@ -968,14 +1020,50 @@ async fn deliver_credential(
     if rotation_note.is_some() {
         next = next.min(ACTIVATION_RECHECK);
     }
+    let served = credential::acted_upon(
+        rotate_request.as_deref(),
+        record.rotate_request.as_deref(),
+        status.last_rotate_request.as_deref(),
+    );
+    let held = credential::rotate_held(&record, rotate_request.as_deref(), served);
     Ok(Outcome::Ready {
         message: format!(
-            "client {app_id} delivered in Secret {secret_name}; secret {} is live{}",
+            "client {app_id} delivered in Secret {secret_name}; secret {} is live{}{}",
             record.key_id,
-            rotation_note.unwrap_or_default()
+            rotation_note.unwrap_or_default(),
+            held.unwrap_or_default()
         ),
         requeue: next.clamp(Duration::from_secs(1), ctx.settings.resync_period),
     })
+}
+
+/// Writes the Secret right after `addPassword`. When the apiserver refuses the write, the
+/// new key is revoked at once: no Secret records it, and the retry issues another. (A write
+/// that may have landed, a timeout or a 5xx, is left to the sweep of unrecorded keys.)
+async fn write_issued(
+    d: &mut Delivery<'_>,
+    graph: &GraphClient,
+    object_id: &str,
+    key_id: &str,
+) -> Result<()> {
+    let Err(e) = d.write().await else {
+        return Ok(());
+    };
+    if write_refused(&e) {
+        match revoke(graph, object_id, key_id).await {
+            Ok(()) => tracing::warn!(%key_id, error = %e, "revoked a new key whose Secret write was refused"),
+            Err(revoke_error) => {
+                tracing::warn!(%key_id, error = %revoke_error, "cannot revoke a key whose Secret write was refused; the sweep of unrecorded keys will")
+            }
+        }
+    }
+    Err(e)
+}
+
+/// Whether the apiserver definitely refused a Secret write (not throttled, not timed out).
+fn write_refused(e: &Error) -> bool {
+    matches!(e, Error::WriteSecret { source: kube::Error::Api(s), .. }
+        if (400..500).contains(&s.code) && s.code != 408 && s.code != 429)
 }
 
 /// `addPassword`, or the refusal users read when the provider's policy rejects the lifetime.
@@ -1285,4 +1373,29 @@ async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
         events::publish(ctx, app, EventType::Normal, "Deleted", "Delete", note).await;
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_error(code: u16) -> Error {
+        let status = kube::core::Status::failure("refused", "Refused").with_code(code);
+        Error::WriteSecret {
+            name: "s".into(),
+            source: kube::Error::Api(status.boxed()),
+        }
+    }
+
+    #[test]
+    fn only_a_definite_refusal_of_the_secret_write_revokes_the_new_key() {
+        for code in [400, 403, 404, 409, 422] {
+            assert!(write_refused(&write_error(code)), "{code}");
+        }
+        // Throttled, timed out or failed at the server: the write may have landed.
+        for code in [408, 429, 500, 503] {
+            assert!(!write_refused(&write_error(code)), "{code}");
+        }
+        assert!(!write_refused(&Error::MissingObjectKey("x")));
+    }
 }

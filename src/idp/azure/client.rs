@@ -610,10 +610,10 @@ impl GraphClient {
     /// `{base}/{segments...}`.
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.inner.base.clone();
-        url.path_segments_mut()
-            .expect("graph base is a base URL")
-            .pop_if_empty()
-            .extend(segments);
+        // The base is an https URL (checked at construction), so it always has segments.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
         url
     }
 
@@ -863,11 +863,13 @@ impl GraphClient {
         headers.insert(AUTHORIZATION, auth);
         headers.insert(
             "client-request-id",
-            HeaderValue::from_str(client_request_id).expect("a uuid is a header value"),
+            HeaderValue::from_str(client_request_id).unwrap_or(HeaderValue::from_static("invalid")),
         );
         headers.insert("return-client-request-id", HeaderValue::from_static("true"));
         if let Some(prefer) = call.prefer {
-            headers.insert("Prefer", HeaderValue::from_str(prefer).expect("static prefer"));
+            if let Ok(value) = HeaderValue::from_str(prefer) {
+                headers.insert("Prefer", value);
+            }
         }
         let mut req = inner
             .http

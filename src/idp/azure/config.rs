@@ -262,7 +262,9 @@ impl GraphClientConfig {
     pub fn token_url(&self) -> Result<Url, ConfigError> {
         let host = match &self.authority_host {
             Some(u) => u.clone(),
-            None => Url::parse(self.cloud.authority_host()).expect("static URL"),
+            None => {
+                Url::parse(self.cloud.authority_host()).map_err(|e| ConfigError::Invalid(e.to_string()))?
+            }
         };
         validate_tenant_id(&self.tenant_id)?;
         join_segments(&host, &[&self.tenant_id, "oauth2", "v2.0", "token"])
@@ -272,7 +274,9 @@ impl GraphClientConfig {
     pub fn graph_base(&self) -> Result<Url, ConfigError> {
         let root = match &self.graph_endpoint {
             Some(u) => u.clone(),
-            None => Url::parse(self.cloud.graph_endpoint()).expect("static URL"),
+            None => {
+                Url::parse(self.cloud.graph_endpoint()).map_err(|e| ConfigError::Invalid(e.to_string()))?
+            }
         };
         join_segments(&root, &["v1.0"])
     }

@@ -476,7 +476,7 @@ pub(crate) fn parse_error_info(
         ),
         None => (
             String::new(),
-            String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            String::from_utf8_lossy(body.get(..body.len().min(200)).unwrap_or_default()).into_owned(),
             None,
             InnerError::default(),
         ),

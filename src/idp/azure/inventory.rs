@@ -76,7 +76,9 @@ impl Inventory {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, InventoryState> {
-        self.state.lock().expect("inventory lock poisoned")
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn tag(&self) -> &str {
