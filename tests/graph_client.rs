@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dcr_operator::idp::azure::client::is_duplicate_reference;
 use dcr_operator::idp::azure::{
     AddPasswordRequest, ApplicationPatch, ClientCredential, DeltaCursor, DeltaItem, Freshness, GraphClient,
     GraphClientConfig, GraphError, GraphObserver, InventoryConfig, RemovedReason, TokenError, UpsertOutcome,
@@ -112,10 +113,28 @@ async fn every_operation_happy_path() {
     assert_eq!(created.display_name.as_deref(), Some("ns1-web"));
     assert_eq!(created.sign_in_audience.as_deref(), Some("AzureADMyOrg"));
     let app_id = created.app_id.clone().expect("appId");
+    // Owners are bound on create only: Graph rejects a duplicate reference.
+    match client.upsert_application(unique, &want).await {
+        Err(GraphError::BadRequest(info)) => assert!(is_duplicate_reference(&info), "{info}"),
+        other => panic!("expected the duplicate-reference 400, got {other:?}"),
+    }
+    let want = ApplicationPatch {
+        owners_bind: None,
+        ..want
+    };
     assert_eq!(
         client.upsert_application(unique, &want).await.unwrap(),
         UpsertOutcome::Updated
     );
+    assert_eq!(
+        client.list_application_owner_ids(&created.id).await.unwrap(),
+        vec![me.id.clone()]
+    );
+    // Application.ReadWrite.OwnedBy may not add owners, not even itself again.
+    assert!(matches!(
+        client.add_application_owner(&created.id, &me.id).await,
+        Err(GraphError::Forbidden(_))
+    ));
     let ensured = client.ensure_application(unique, &want).await.unwrap();
     assert!(!ensured.created);
     assert_eq!(ensured.application.id, created.id);
@@ -989,7 +1008,15 @@ async fn the_inventory_answers_for_unchanged_objects_in_o1_requests() {
             .await
             .expect("known after the first round");
         assert_eq!(known.app_id, app.app_id);
-        assert!(client.known_service_principal(&sp.id).await);
+        let app_id = app.app_id.as_deref().unwrap();
+        assert!(client.known_service_principal(&sp.id, app_id).await);
+        let (other, _) = ours.iter().find(|(a, _)| a.id != app.id).unwrap();
+        assert!(
+            !client
+                .known_service_principal(&sp.id, other.app_id.as_deref().unwrap())
+                .await,
+            "a principal is known only for its own application"
+        );
     }
     assert_eq!(total(&emu, "application.delta"), 1, "one round for 60 lookups");
     assert_eq!(total(&emu, "servicePrincipal.list"), 1);
@@ -1014,9 +1041,10 @@ async fn the_inventory_answers_for_unchanged_objects_in_o1_requests() {
     // Changes made elsewhere are seen at the next refresh (here: every lookup refreshes).
     let watcher = with_inventory(Duration::ZERO);
     let (a1, _) = &ours[1];
-    let (_, sp2) = &ours[2];
+    let (a2, sp2) = &ours[2];
+    let a2_app_id = a2.app_id.clone().unwrap();
     assert!(watcher.known_application(&a1.id).await.is_some());
-    assert!(watcher.known_service_principal(&sp2.id).await);
+    assert!(watcher.known_service_principal(&sp2.id, &a2_app_id).await);
     client.delete_application(&a1.id).await.unwrap();
     client.delete_service_principal(&sp2.id).await.unwrap();
     let outside = ApplicationPatch {
@@ -1029,7 +1057,10 @@ async fn the_inventory_answers_for_unchanged_objects_in_o1_requests() {
         .await
         .unwrap();
     assert!(watcher.known_application(&a1.id).await.is_none(), "deleted");
-    assert!(!watcher.known_service_principal(&sp2.id).await, "deleted");
+    assert!(
+        !watcher.known_service_principal(&sp2.id, &a2_app_id).await,
+        "deleted"
+    );
     assert!(
         watcher.known_application(&a3.id).await.is_none(),
         "changed: read it"
@@ -1039,4 +1070,34 @@ async fn the_inventory_answers_for_unchanged_objects_in_o1_requests() {
         "unchanged"
     );
     emu.shutdown().await;
+}
+
+/// Adding an owner that is already there counts as done: Graph's duplicate-reference 400
+/// is `Ok(false)`, a new owner `Ok(true)`.
+#[tokio::test]
+async fn adding_an_existing_owner_is_success() {
+    let (emu, admin) = GraphEmulator::start_with_admin(
+        EmulatorConfig::default(),
+        GraphPermission::ApplicationReadWriteAll,
+    )
+    .await
+    .expect("emulator");
+    let client = client_for(&emu, &admin);
+    let me = client.own_service_principal().await.unwrap();
+    let other = emu.seed_admin_app(&admin.tenant_id, GraphPermission::ApplicationReadWriteOwnedBy);
+    let created = client
+        .ensure_application("c1-owners", &desired(&client, "owners", &me.id))
+        .await
+        .unwrap()
+        .application;
+    assert!(!client.add_application_owner(&created.id, &me.id).await.unwrap());
+    assert!(client
+        .add_application_owner(&created.id, &other.sp_id)
+        .await
+        .unwrap());
+    let mut owners = client.list_application_owner_ids(&created.id).await.unwrap();
+    owners.sort();
+    let mut want = vec![me.id.clone(), other.sp_id.clone()];
+    want.sort();
+    assert_eq!(owners, want);
 }

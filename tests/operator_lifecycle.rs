@@ -832,6 +832,8 @@ async fn an_application_soft_deleted_while_status_lost_its_id_is_restored(test: 
         .patch_status("lost", &PatchParams::default(), &Patch::Merge(&forget))
         .await
         .unwrap();
+    // A status edit is not a trigger (only changes in substance are): reconcile now.
+    poke(&s, "lost").await;
     wait_restored(&s, &client_id).await;
     let app = wait_for("Ready with its object id recorded again", TIMEOUT, || async {
         let app = s.apps().get("lost").await?;
@@ -855,5 +857,299 @@ async fn an_application_soft_deleted_while_status_lost_its_id_is_restored(test: 
         })
         .count();
     assert_eq!(same_name, 1, "restored, not registered twice");
+    s.teardown().await;
+}
+
+/// Warning Events about `name` with one of `reasons`.
+async fn warnings(s: &Scenario, name: &str, reasons: &[&str]) -> Vec<String> {
+    s.events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .filter(|e| e.reason.as_deref().is_some_and(|r| reasons.contains(&r)))
+        .map(|e| format!("{:?}: {:?}", e.reason, e.note))
+        .collect()
+}
+
+/// The owners of an Entra application as the emulator holds them.
+fn owners_of(s: &Scenario, client_id: &str) -> Vec<String> {
+    s.emu
+        .state()
+        .application(client_id)
+        .map(|a| a.owners.clone())
+        .unwrap_or_default()
+}
+
+both_profiles!(status_loss_finds_the_same_application_by_unique_name);
+
+/// Status lost `applicationObjectId` while the Entra application is live: the operator finds
+/// it by uniqueName, sees it already owns it (a bind would be a duplicate reference, which
+/// Graph rejects), and records the same ids again, with no Warning.
+async fn status_loss_finds_the_same_application_by_unique_name(test: &str, profile: Profile) {
+    let s = Scenario::start(test, profile).await;
+    s.create_app("lost", json!({})).await;
+    let (app, key) = ready_app(&s, "lost").await;
+    let st = status_of(&app);
+    let (client_id, object_id) = (st.client_id.unwrap(), st.application_object_id.unwrap());
+    let owners = owners_of(&s, &client_id);
+    assert_eq!(owners.len(), 1, "the operator is the one owner: {owners:?}");
+    let forget = json!({"status": {"applicationObjectId": null}});
+    s.apps()
+        .patch_status("lost", &PatchParams::default(), &Patch::Merge(&forget))
+        .await
+        .unwrap();
+    poke(&s, "lost").await;
+    let app = wait_for("the object id recorded again", TIMEOUT, || async {
+        let app = s.apps().get("lost").await?;
+        let recorded = status_of(&app).application_object_id;
+        Ok::<_, kube::Error>((recorded.as_deref() == Some(object_id.as_str())).then_some(app))
+    })
+    .await;
+    let (_, now_key) = ready_app(&s, "lost").await;
+    assert_eq!(now_key, key, "same key: nothing was re-issued");
+    assert_eq!(status_of(&app).client_id.as_deref(), Some(client_id.as_str()));
+    assert_eq!(owners_of(&s, &client_id), owners, "no second owner reference");
+    let false_alarms = warnings(
+        &s,
+        "lost",
+        &[
+            "Recreating",
+            "Restored",
+            "IdentityMismatch",
+            "RegisterApplication",
+            "ProviderError",
+        ],
+    )
+    .await;
+    assert!(false_alarms.is_empty(), "{false_alarms:?}");
+    assert_eq!(
+        s.requests_seen("application.upsert", "", Some(400)),
+        0,
+        "no upsert met a duplicate owner reference"
+    );
+    let ours = s
+        .emu
+        .state()
+        .applications()
+        .filter(|a| {
+            a.tags
+                .iter()
+                .any(|t| t.ends_with(&app.metadata.uid.clone().unwrap()))
+        })
+        .count();
+    assert_eq!(ours, 1);
+    s.teardown().await;
+}
+
+both_profiles!(a_lost_upsert_answer_converges);
+
+/// The upsert's 201 never arrives (the connection drops after the directory made the
+/// application): the retry finds it existing and owned, and the Application converges on
+/// that one application.
+async fn a_lost_upsert_answer_converges(test: &str, profile: Profile) {
+    let s = Scenario::start(test, profile).await;
+    s.emu
+        .update_config(|c| c.faults.lose_after_apply = vec!["application.upsert".into()]);
+    s.create_app("lost201", json!({})).await;
+    let (app, _) = ready_app(&s, "lost201").await;
+    let lost: Vec<_> = s
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "application.upsert" && r.fault.as_deref() == Some("lost"))
+        .collect();
+    assert_eq!(lost.len(), 1, "the 201 was lost: {lost:#?}");
+    assert_eq!(lost[0].status, 201);
+    let uid = app.metadata.uid.clone().unwrap();
+    let state = s.emu.state();
+    let ours: Vec<_> = state
+        .applications()
+        .filter(|a| a.tags.iter().any(|t| t.ends_with(&uid)))
+        .collect();
+    assert_eq!(ours.len(), 1, "one application: {ours:#?}");
+    assert_eq!(Some(ours[0].app_id.clone()), status_of(&app).client_id);
+    assert_eq!(ours[0].owners.len(), 1);
+    s.teardown().await;
+}
+
+/// One Application whose registration fails for good (the operator lost ownership of the
+/// Entra application its uniqueName names, and `Application.ReadWrite.OwnedBy` cannot add it
+/// back: 403) costs a bounded number of Graph requests, leaves its status alone between
+/// passes, and does not hold up another Application of the same provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_application_backs_off_and_does_not_starve_others() {
+    let s = Scenario::start("stuck_application", Profile::Ideal).await;
+    s.create_app("stuck", json!({})).await;
+    let (app, _) = ready_app(&s, "stuck").await;
+    let st = status_of(&app);
+    let (client_id, object_id) = (st.client_id.unwrap(), st.application_object_id.unwrap());
+    let owner = owners_of(&s, &client_id).pop().expect("an owner");
+    assert!(graph(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/applications/{object_id}/owners/{owner}/$ref"),
+        None
+    )
+    .await
+    .is_success());
+    let forget = json!({"status": {"applicationObjectId": null}});
+    s.apps()
+        .patch_status("stuck", &PatchParams::default(), &Patch::Merge(&forget))
+        .await
+        .unwrap();
+    let from = s.emu.requests().last().map_or(0, |r| r.seq);
+    poke(&s, "stuck").await;
+    let failed = s
+        .wait_ready(&s.apps(), "stuck", "False", Some("InsufficientPermissions"))
+        .await;
+    let message = Scenario::ready_condition(&failed)["message"].clone();
+    assert!(
+        !message.as_str().unwrap_or_default().contains("request-id"),
+        "no request id in the condition: {message}"
+    );
+    let rv = failed.metadata.resource_version.clone();
+    let first_pass = std::time::Instant::now();
+
+    // Meanwhile another Application of the same provider becomes Ready in normal time.
+    s.create_app("other", json!({})).await;
+    ready_app(&s, "other").await;
+
+    // Two more passes (10 s and 20 s backoff after the first).
+    let adds = |e: &sandbox::graph::GraphEmulator| {
+        e.requests()
+            .iter()
+            .filter(|r| {
+                r.seq > from && r.operation == "application.owners.add" && r.path.contains(&object_id)
+            })
+            .count()
+    };
+    assert!(
+        s.emu
+            .wait_for(std::time::Duration::from_secs(90), |e| adds(e) >= 3)
+            .await,
+        "the stuck Application is retried"
+    );
+    let elapsed = first_pass.elapsed();
+    let ours: Vec<_> = s
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.seq > from && r.path.contains(&object_id))
+        .collect();
+    let denied = ours.iter().filter(|r| r.status == 403).count();
+    assert_eq!(denied, adds(&s.emu), "only the owner add is denied: {ours:#?}");
+    // Backoff 10 s, 20 s, 40 s ...: three passes took at least 30 s, and each costs two
+    // requests to this application (list owners, add owner) after its lookup by uniqueName.
+    assert!(
+        elapsed >= std::time::Duration::from_secs(25),
+        "three passes within {elapsed:?}: not backing off"
+    );
+    assert!(ours.len() <= 2 * adds(&s.emu), "{ours:#?}");
+    eprintln!(
+        "stuck Application: {} passes, {} requests to its application in {elapsed:.1?}",
+        adds(&s.emu),
+        ours.len()
+    );
+    let now = s.apps().get("stuck").await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version, rv,
+        "no status write while nothing changed"
+    );
+    // An Application.ReadWrite.All admin gives ownership back, so the operator may delete it.
+    let all = s.emu.seed_admin_app(
+        &s.admin.tenant_id,
+        sandbox::graph::GraphPermission::ApplicationReadWriteAll,
+    );
+    let restored = s
+        .emu
+        .http_client()
+        .post(format!(
+            "{}/applications/{object_id}/owners/$ref",
+            s.emu.graph_v1()
+        ))
+        .bearer_auth(s.emu.mint_token(&all))
+        .json(&json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{owner}")}))
+        .send()
+        .await
+        .unwrap();
+    assert!(restored.status().is_success(), "{restored:?}");
+    s.teardown().await;
+}
+
+/// Identity is proven at the provider, never taken from status: B's status forged to name
+/// A's Entra application and service principal changes nothing at A; B keeps (or gets) its
+/// own; deleting B leaves A intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_status_ids_never_touch_another_application() {
+    let s = Scenario::start("status_forgery", Profile::Ideal).await;
+    s.create_app("a", json!({})).await;
+    s.create_app("b", json!({})).await;
+    let (a, _) = ready_app(&s, "a").await;
+    let (b, _) = ready_app(&s, "b").await;
+    let (sa, sb) = (status_of(&a), status_of(&b));
+    let a_client = sa.client_id.clone().unwrap();
+    let snapshot = |s: &Scenario| {
+        let state = s.emu.state();
+        let app = state.application(&a_client).expect("A's application").clone();
+        (
+            app.tags.clone(),
+            app.passwords.iter().map(|p| p.key_id.clone()).collect::<Vec<_>>(),
+            app.deleted_date_time,
+        )
+    };
+    let before = snapshot(&s);
+    let forged = json!({"status": {
+        "applicationObjectId": sa.application_object_id,
+        "clientId": sa.client_id,
+        "servicePrincipalId": sa.service_principal_id,
+    }});
+    s.apps()
+        .patch_status("b", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .unwrap();
+    poke(&s, "b").await;
+    let b_again = wait_for("B to record its own ids again", TIMEOUT, || async {
+        let app = s.apps().get("b").await?;
+        let st = status_of(&app);
+        let own = st.application_object_id == sb.application_object_id
+            && st.client_id == sb.client_id
+            && Scenario::ready_condition(&app)["status"] == "True";
+        Ok::<_, kube::Error>(own.then_some(app))
+    })
+    .await;
+    let mismatch = warnings(&s, "b", &["IdentityMismatch"]).await;
+    assert!(!mismatch.is_empty(), "the mismatch is reported");
+    assert_eq!(snapshot(&s), before, "A's tags and passwords untouched");
+    // B's Secret still carries B's client.
+    let data = secret_data(&s.secrets().get("b-credentials").await.unwrap());
+    assert_eq!(Some(data["client_id"].clone()), sb.client_id);
+    drop(b_again);
+
+    // Forge again, then delete B: only B's application goes.
+    s.apps()
+        .patch_status("b", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .unwrap();
+    s.apps().delete("b", &DeleteParams::default()).await.unwrap();
+    support::cluster::wait_deleted(&s.apps(), "b", TIMEOUT).await;
+    assert_eq!(snapshot(&s), before, "A is intact after B's deletion");
+    let state = s.emu.state();
+    let a_sp = state
+        .service_principals()
+        .find(|sp| Some(sp.id.clone()) == sa.service_principal_id)
+        .expect("A's service principal");
+    assert!(a_sp.deleted_date_time.is_none(), "A's service principal is live");
+    let b_app = state
+        .application(sb.client_id.as_deref().unwrap())
+        .expect("B's application");
+    assert!(
+        b_app.deleted_date_time.is_some(),
+        "B's own application was deleted"
+    );
+    drop(state);
+    s.wait_ready(&s.apps(), "a", "True", Some("Ready")).await;
     s.teardown().await;
 }

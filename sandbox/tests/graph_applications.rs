@@ -833,3 +833,69 @@ async fn s8_limits_and_formats_are_enforced() {
         400
     );
 }
+
+/// Duplicate references are rejected, not absorbed: `owners@odata.bind` naming an owner the
+/// application already has (on PATCH, and on an upsert that finds the application) and a
+/// `POST .../owners/$ref` repeating one answer 400 `Request_BadRequest` "One or more added
+/// object references already exist for the following modified properties: 'owners'."
+/// An OwnedBy-only caller may not add owners at all (403). Sources: GD `application-post-owners.md` (the `$ref` add); OBS public Graph clients that
+/// match this message for `owners` and `members` adds; terraform-provider-azuread binds
+/// owners only on create and adds only missing ones on update (S26).
+#[tokio::test]
+async fn s3_duplicate_owner_references_are_rejected() {
+    let env = Env::with(
+        EmulatorConfig::default(),
+        GraphPermission::ApplicationReadWriteOwnedBy,
+    )
+    .await;
+    let bind = format!("{}/directoryObjects/{}", env.emu.graph_v1(), env.admin.sp_id);
+    let upsert = |body: Value| {
+        let env = &env;
+        async move {
+            env.call(
+                Method::PATCH,
+                "/applications(uniqueName='dcr-dup-owner')",
+                Some(body),
+                &[("Prefer", "create-if-missing")],
+            )
+            .await
+        }
+    };
+    let created = upsert(json!({"displayName": "d", "owners@odata.bind": [bind]})).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let path = format!("/applications/{}", id(&created.body));
+    let duplicate =
+        "One or more added object references already exist for the following modified properties: 'owners'.";
+    let again = upsert(json!({"displayName": "d", "owners@odata.bind": [bind]})).await;
+    assert_envelope(&again, 400, "Request_BadRequest");
+    assert_eq!(again.body["error"]["message"], duplicate);
+    let patched = env
+        .patch(&path, json!({"notes": "n", "owners@odata.bind": [bind]}))
+        .await;
+    assert_envelope(&patched, 400, "Request_BadRequest");
+    let r = env.get(&path).await;
+    assert!(r.body["notes"].is_null(), "a rejected PATCH changes nothing");
+    // "Application.ReadWrite.OwnedBy isn't sufficient to add another owner" (GD
+    // `application-post-owners.md`): refused, even for an owner, before the reference is read.
+    let denied = env
+        .post(&format!("{path}/owners/$ref"), json!({"@odata.id": bind}))
+        .await;
+    assert_envelope(&denied, 403, "Authorization_RequestDenied");
+    let (_, all) = env.another_app(Some(GraphPermission::ApplicationReadWriteAll));
+    let added = env
+        .call_as(
+            Some(&all),
+            Method::POST,
+            &format!("{path}/owners/$ref"),
+            Some(json!({"@odata.id": bind})),
+            &[],
+        )
+        .await;
+    assert_envelope(&added, 400, "Request_BadRequest");
+    assert_eq!(added.body["error"]["message"], duplicate);
+    // Without the bind the same upsert is a plain update.
+    assert_eq!(upsert(json!({"displayName": "d2"})).await.status, 204);
+    let owners = env.get(&format!("{path}/owners?$select=id")).await;
+    assert_eq!(owners.status, 200);
+    assert_eq!(owners.body["value"].as_array().unwrap().len(), 1);
+}

@@ -55,6 +55,9 @@ pub enum Error {
     #[error("application {id} is not in the provider's deleted items yet (replication lag); purging it again shortly")]
     PurgePending { id: String },
 
+    #[error("{0} is not visible at the provider yet (replication lag); retrying")]
+    NotReplicated(String),
+
     #[error("failed to verify the provider: {0}")]
     VerifyProvider(#[source] GraphError),
 
@@ -82,6 +85,7 @@ impl Error {
             Error::ReadApplication(_) => "ReadApplication",
             Error::DeleteApplication(_) => "DeleteApplication",
             Error::PurgePending { .. } => "PurgePending",
+            Error::NotReplicated(_) => "NotReplicated",
             Error::VerifyProvider(_) => "VerifyProvider",
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -109,6 +113,15 @@ impl Error {
                 _ => None,
             },
             _ => None,
+        }
+    }
+
+    /// A provider answer retrying soon will not change (400, 403, 404 on a settled object,
+    /// ...): backed off slower than a transient failure.
+    pub fn is_persistent(&self) -> bool {
+        match self.graph_error() {
+            Some(GraphError::Token(_)) | None => false,
+            Some(g) => !g.is_transient() && !matches!(g, GraphError::Throttled { .. }),
         }
     }
 

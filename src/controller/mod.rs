@@ -31,7 +31,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,8 +191,16 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             crate::secret::LABEL_MANAGED_BY,
             crate::secret::MANAGED_BY
         ));
-        let apps = Controller::new(apps, watcher::Config::default());
-        let app_store = apps.store();
+        // The primary watch passes only changes in substance (spec, metadata a user or
+        // the API server sets): the operator's own status writes do not trigger a pass.
+        // Secret and strategy changes still do (below), and drift is caught by requeues.
+        let (app_store, writer) = kube::runtime::reflector::store();
+        let triggers = watcher(apps, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(substance, Default::default());
+        let apps = Controller::for_stream(triggers, app_store.clone());
         apps.owns(secrets, owned)
             .watches(
                 Api::<Decoded<AuthStrategy>>::all(client.clone()),
@@ -242,6 +250,25 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     servers.abort();
     tracing::info!("dcr-operator stopped");
     Ok(())
+}
+
+/// What a pass must react to: everything but status (and bookkeeping such as
+/// resourceVersion and managedFields). A user's edit of status is not a trigger either; the
+/// next requeue picks it up. An object that does not decode is judged by the same
+/// metadata, so fixing its spec (a new generation) triggers a pass.
+fn substance(app: &Decoded<Application>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = app.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
 }
 
 /// Logs what a controller stream reports besides reconcile results: watch failures, and
@@ -332,7 +359,13 @@ where
     let key = object_key(kind, obj.as_ref());
     let failures = ctx.record_failure(&key);
     ctx.metrics.reconciled(kind, Err(error.category()));
-    let delay = error.retry_after().unwrap_or_else(|| backoff(failures));
+    let delay = error.retry_after().unwrap_or_else(|| {
+        if error.is_persistent() {
+            persistent_backoff(failures)
+        } else {
+            backoff(failures)
+        }
+    });
     tracing::warn!(
         object = %key,
         category = error.category(),
@@ -352,6 +385,12 @@ where
 pub fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+}
+
+/// For errors retrying will not fix by itself (a 403, a 400): 10 s, 20 s, 40 s ... capped at
+/// [`MAX_BACKOFF`]; at most 3 passes in the first minute, then at most one a minute.
+pub fn persistent_backoff(failures: u32) -> Duration {
+    (backoff(failures) * 10).min(MAX_BACKOFF)
 }
 
 /// Serves `/metrics` and `/healthz` + `/readyz`; returns a handle to stop them.
@@ -399,5 +438,41 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(8));
         assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn persistent_errors_back_off_from_ten_seconds() {
+        assert_eq!(persistent_backoff(1), Duration::from_secs(10));
+        assert_eq!(persistent_backoff(3), Duration::from_secs(40));
+        assert_eq!(persistent_backoff(6), MAX_BACKOFF);
+        assert_eq!(persistent_backoff(u32::MAX), MAX_BACKOFF);
+        // Passes at 0, 10 and 30 s: three within the first minute.
+        let first_minute = (1..)
+            .scan(Duration::ZERO, |at, n| {
+                *at += persistent_backoff(n);
+                Some(*at)
+            })
+            .take_while(|at| *at < Duration::from_secs(60))
+            .count();
+        assert_eq!(first_minute + 1, 3);
+    }
+
+    #[test]
+    fn own_status_writes_are_not_substance() {
+        let mut app: Application = serde_json::from_value(serde_json::json!({
+            "apiVersion": "dcr-operator.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "a", "namespace": "n", "generation": 1, "resourceVersion": "1"},
+            "spec": {"authStrategyRef": {"name": "s"}}
+        }))
+        .unwrap();
+        let before = substance(&Decoded(Ok(app.clone())));
+        app.metadata.resource_version = Some("2".into());
+        app.status = Some(Default::default());
+        assert_eq!(substance(&Decoded(Ok(app.clone()))), before, "a status write");
+        app.metadata.annotations = Some([("dcr-operator.io/rotate".to_string(), "1".to_string())].into());
+        assert_ne!(substance(&Decoded(Ok(app.clone()))), before, "a rotation request");
+        let annotated = substance(&Decoded(Ok(app.clone())));
+        app.metadata.generation = Some(2);
+        assert_ne!(substance(&Decoded(Ok(app.clone()))), annotated, "a spec change");
     }
 }

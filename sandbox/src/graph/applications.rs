@@ -173,6 +173,17 @@ fn apply_body(
     Ok(binds)
 }
 
+/// 400 `Request_BadRequest` for a reference that is already there, in the directory's own
+/// wording. OBS: public Graph clients match this message to treat `members`/`owners` adds as
+/// done (e.g. Canvas LMS's MicrosoftSync GraphService, scripts around `Add-MgGroupMember`);
+/// terraform-provider-azuread binds owners only on create and adds only missing ones on
+/// update (contract S26), which avoids it. Docs: `application-post-owners` (GD).
+fn duplicate_reference(property: &str) -> GraphError {
+    GraphError::bad_request(format!(
+        "One or more added object references already exist for the following modified properties: '{property}'."
+    ))
+}
+
 /// Resolve owner references: each must be a live service principal of the tenant.
 fn resolve_owners(t: &Tenant, ids: &[Uuid]) -> Result<Vec<Uuid>, GraphError> {
     let mut out: Vec<Uuid> = Vec::new();
@@ -416,12 +427,15 @@ fn update_existing(dir: &mut Directory, ctx: &Ctx, id: Uuid, body: Map<String, V
     validate::application(&props, &ctx.cfg.limits, t)?;
     validate::uniqueness(&props, t, Some(id), &ctx.cfg.assumptions)?;
     validate::permission_changes(&app.props, &props)?;
-    // `owners@odata.bind` on PATCH: accepted and added (UNVERIFIED; lenient).
+    // `owners@odata.bind` on PATCH adds references; one that already exists is rejected, as
+    // on `POST .../owners/$ref`: the directory does not absorb duplicates (see
+    // `duplicate_reference`).
     let mut owners = app.owners.clone();
     for o in resolve_owners(t, &binds)? {
-        if !owners.contains(&o) {
-            owners.push(o);
+        if owners.contains(&o) {
+            return Err(duplicate_reference("owners"));
         }
+        owners.push(o);
     }
     if owners.len() > ctx.cfg.limits.owners {
         return Err(GraphError::bad_request(format!(
@@ -685,13 +699,17 @@ pub(crate) fn add_owner(dir: &mut Directory, ctx: &Ctx, key: &AppKey) -> GraphRe
     let t = ctx.tenant_mut(dir);
     let id = find(t, key, ctx.now)?;
     ctx.require_write(&t.apps[&id])?;
+    // GD `application-post-owners.md`: "Application.ReadWrite.OwnedBy isn't sufficient to add
+    // another owner. Consent also to Application.ReadWrite.All." Strict: an OwnedBy-only
+    // caller is refused any add, before the reference is looked at.
+    if !ctx.caller.write_all() {
+        return Err(GraphError::forbidden());
+    }
     let owner = resolve_owners(t, &[owner])?[0];
     let limit = ctx.cfg.limits.owners;
     let app = t.apps.get_mut(&id).expect("found above");
     if app.owners.contains(&owner) {
-        return Err(GraphError::bad_request(
-            "One or more added object references already exist for the following modified properties: 'owners'.",
-        ));
+        return Err(duplicate_reference("owners"));
     }
     if app.owners.len() >= limit {
         return Err(GraphError::bad_request(format!(

@@ -343,6 +343,11 @@ pub struct FaultConfig {
     /// from these lists), or when the emulator shuts down. Error answers are never held.
     /// Independent of `scope` and `operations`.
     pub hold_after_apply: Vec<String>,
+    /// Lost responses without a hold: for each entry, the next request of that operation
+    /// whose answer is 2xx is processed as usual (the directory changes) and its connection
+    /// is then dropped instead of answered; the entry is used up. The request log records
+    /// fault `lost`. Independent of `scope`, `operations` and `hold_callers`.
+    pub lose_after_apply: Vec<String>,
     /// Hold only requests from these callers (the request log's `appId`: the bearer
     /// token's application for Graph, the `client_id` for token requests), compared
     /// case-insensitively; empty = any caller.
@@ -368,6 +373,7 @@ impl Default for FaultConfig {
             latency: Duration::ZERO,
             seed: None,
             hold_after_apply: Vec::new(),
+            lose_after_apply: Vec::new(),
             hold_callers: Vec::new(),
         }
     }

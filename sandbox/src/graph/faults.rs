@@ -103,6 +103,18 @@ pub(crate) fn holds(cfg: &FaultConfig, operation: &str, caller: Option<&str>) ->
             || caller.is_some_and(|c| cfg.hold_callers.iter().any(|h| h.eq_ignore_ascii_case(c))))
 }
 
+/// Whether a processed request's 2xx answer is lost (its connection dropped): uses up the
+/// first `lose_after_apply` entry naming `operation`.
+pub(crate) fn loses(cfg: &mut FaultConfig, operation: &str) -> bool {
+    match cfg.lose_after_apply.iter().position(|o| o == operation) {
+        Some(i) => {
+            cfg.lose_after_apply.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
 /// An injected 429 for an authenticated Graph request: `Some(retry_after)` when throttled.
 pub(crate) fn throttle(cfg: &mut FaultConfig, dice: &mut Dice, operation: &str) -> Option<Option<Duration>> {
     dice.sync(cfg.seed);
@@ -168,5 +180,17 @@ mod tests {
         let a = run();
         assert_eq!(a, run());
         assert!(a.iter().any(|x| *x) && a.iter().any(|x| !*x));
+    }
+
+    #[test]
+    fn a_lost_answer_uses_up_its_entry() {
+        let mut cfg = FaultConfig {
+            lose_after_apply: vec!["application.upsert".into(), "application.upsert".into()],
+            ..FaultConfig::default()
+        };
+        assert!(!loses(&mut cfg, "application.get"));
+        assert!(loses(&mut cfg, "application.upsert"));
+        assert!(loses(&mut cfg, "application.upsert"));
+        assert!(!loses(&mut cfg, "application.upsert"));
     }
 }

@@ -37,7 +37,8 @@ pub struct RequestRecord {
     pub client_request_id: Option<String>,
     /// Injected or emulated fault: `dropped`, `injected-503`, `injected-504`,
     /// `injected-429`, `throttled`, `latency`, `held` (processed, answer held back; the
-    /// record is written when the hold starts and `duration_ms` excludes the hold).
+    /// record is written when the hold starts and `duration_ms` excludes the hold), `lost`
+    /// (processed, connection dropped instead of answered).
     pub fault: Option<String>,
     /// `Retry-After` sent, in seconds.
     pub retry_after: Option<f64>,

@@ -374,6 +374,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if hold {
         draft.fault = Some("held".into());
     }
+    let lose = status.is_success() && !hold && {
+        let mut cfg = shared.config.lock().unwrap();
+        faults::loses(&mut cfg.faults, &operation)
+    };
+    if lose {
+        draft.fault = Some("lost".into());
+        draft.finish(&shared, status.as_u16());
+        return dropped();
+    }
     draft.finish(&shared, status.as_u16());
     if hold {
         shared.hold(&operation, caller.as_deref()).await;

@@ -134,12 +134,14 @@ async fn apply(app: &Application, ctx: &Context, api: &Api<Application>) -> Resu
             None,
         ),
         Err(e) => {
-            let (reason, transient) = classify(&e);
+            let reason = classify(&e);
             let requeue = Action::requeue(ctx.settings.resync_period);
-            let condition = DesiredCondition::not_ready(reason, e.to_string());
-            // Transient failures go to the error policy (backoff, Retry-After); permanent
-            // ones wait for a change instead of retrying hot.
-            (condition, requeue, transient.then_some(e))
+            // Per-response ids (request-id, trace ids) go to the log and the Event only: in
+            // the condition they would make every failed pass a new status.
+            let condition = DesiredCondition::not_ready(reason, stable_message(&e.to_string()));
+            // Every failure goes to the error policy: Retry-After, else backoff per object,
+            // slower for errors retrying will not fix (see controller::persistent_backoff).
+            (condition, requeue, Some(e))
         }
     };
     finish(app, ctx, api, &old, status, condition).await?;
@@ -206,16 +208,42 @@ async fn finish(
     Ok(())
 }
 
-/// The condition reason for an error, and whether retrying soon may help.
-fn classify(e: &Error) -> (Reason, bool) {
+/// `message` without what differs from one failed response to the next: Graph's
+/// `[request-id ...]`, the token endpoint's trace and correlation ids and timestamp, and
+/// the retry hint.
+fn stable_message(message: &str) -> String {
+    // A constant pattern: it compiles (the unit test below proves it); `None` is unreachable.
+    static VOLATILE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(concat!(
+            r"\s*\[request-id [^\]]*\]",
+            r"|;\s*(trace|correlation) id [0-9A-Za-z-]+",
+            r"|\s*(Trace ID|Correlation ID|Timestamp):[^\r\n;]*",
+            r"|\s*\(retry after (Some\([^)]*\)|None)\)",
+        ))
+        .ok()
+    });
+    match VOLATILE.as_ref() {
+        Some(volatile) => volatile.replace_all(message, "").into_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The condition reason for an error.
+fn classify(e: &Error) -> Reason {
+    if matches!(e, Error::NotReplicated(_)) {
+        return Reason::Progressing;
+    }
     match e.graph_error() {
         Some(GraphError::Throttled { .. }) | Some(GraphError::Token(TokenError::Throttled { .. })) => {
-            (Reason::Throttled, true)
+            Reason::Throttled
         }
-        Some(g) if g.is_transient() => (Reason::Unreachable, true),
-        Some(GraphError::Token(_)) => (Reason::ProviderNotReady, true),
-        Some(_) => (Reason::ProviderError, false),
-        None => (Reason::Progressing, true),
+        Some(g) if g.is_transient() => Reason::Unreachable,
+        Some(GraphError::Token(_)) => Reason::ProviderNotReady,
+        // Never swallowed: the operator's permission does not cover the call (see the README's
+        // permissions table).
+        Some(GraphError::Forbidden(_)) => Reason::InsufficientPermissions,
+        Some(_) => Reason::ProviderError,
+        None => Reason::Progressing,
     }
 }
 
@@ -422,9 +450,10 @@ enum ReadSource {
     Graph,
 }
 
-/// Finds the provider-side application by the recorded object id; repairs one deleted out
-/// of band (restored from deleted items, keeping its client id and keys, else created
-/// again); without a record, upserts by uniqueName (idempotent).
+/// Finds the provider-side application by the recorded object id, trusting the record only
+/// when the object proves to be this Application's (its uniqueName and this cluster's tag);
+/// repairs one deleted out of band (restored from deleted items, keeping its client id and
+/// keys, else created again); otherwise registers by uniqueName (idempotent).
 async fn ensure_registered(
     app: &Application,
     ctx: &Context,
@@ -435,82 +464,211 @@ async fn ensure_registered(
     reads: ProviderReads,
 ) -> Result<Registration> {
     let graph = &gate.client;
-    let mut replaced = false;
+    let cluster_tag = desired::cluster_tag(&ctx.settings.cluster_name);
+    // A recorded application that answered 404 and is not in deleted items: lag, or purged.
+    let mut unproven_loss = None;
     if let Some(id) = status.application_object_id.clone() {
-        if reads == ProviderReads::Inventory {
-            if let Some(known) = graph.known_application(&id).await {
-                let freshness = freshness_of(&known);
+        let recorded = match recorded_application(graph, &id, reads).await {
+            Ok(found) => found,
+            Err(e) => return Err(Error::ReadApplication(e)),
+        };
+        match recorded {
+            Some((found, source)) if proves_identity(&found, unique_name, &cluster_tag) => {
                 return Ok(Registration {
-                    app: known,
-                    freshness,
-                    replaced,
-                    restored: false,
-                    source: ReadSource::Inventory,
-                });
-            }
-        }
-        match graph.get_application(&id, Freshness::Settled).await {
-            Ok(found) => {
-                let freshness = freshness_of(&found);
-                return Ok(Registration {
+                    freshness: freshness_of(&found),
                     app: found,
-                    freshness,
-                    replaced,
+                    replaced: false,
                     restored: false,
-                    source: ReadSource::Graph,
+                    source,
                 });
             }
-            Err(e) if e.is_not_found() => match graph.restore_deleted_application(&id).await {
-                Ok(restored) => {
+            Some((found, _)) => {
+                let note = format!(
+                    "status names provider-side application {id}, which is not this Application's (uniqueName {:?}); ignoring the recorded ids and registering by uniqueName {unique_name}",
+                    found.unique_name.as_deref().unwrap_or("")
+                );
+                events::publish(ctx, app, EventType::Warning, "IdentityMismatch", "Register", note).await;
+                forget_recorded_ids(status);
+            }
+            None => match graph.restore_deleted_application(&id).await {
+                Ok(restored) if proves_identity(&restored, unique_name, &cluster_tag) => {
                     let note = format!(
                         "provider-side application {id} was deleted out of band; restored it from deleted items (client id and secrets kept)"
                     );
                     events::publish(ctx, app, EventType::Warning, "Restored", "RepairDrift", note).await;
                     return Ok(Registration::restored(restored));
                 }
-                Err(e) if e.is_not_found() => {
+                Ok(restored) => {
+                    // Someone else's application, brought back by a forged record: not ours to
+                    // keep or touch further.
                     let note = format!(
-                        "provider-side application {id} was deleted out of band and is not in deleted items; registering a new client"
+                        "status names deleted application {id}, which is not this Application's (uniqueName {:?}); ignoring the recorded ids",
+                        restored.unique_name.as_deref().unwrap_or("")
                     );
-                    events::publish(ctx, app, EventType::Warning, "Recreating", "RepairDrift", note).await;
-                    status.application_object_id = None;
-                    status.service_principal_id = None;
-                    replaced = true;
+                    events::publish(ctx, app, EventType::Warning, "IdentityMismatch", "Register", note).await;
+                    forget_recorded_ids(status);
                 }
+                // Not in deleted items either: still replicating (a restart inside the window),
+                // or purged. The lookup by uniqueName below tells them apart.
+                Err(e) if e.is_not_found() => unproven_loss = Some(id),
                 Err(e) => return Err(Error::ReadApplication(e)),
             },
-            Err(e) => return Err(Error::ReadApplication(e)),
         }
     }
-    let owner = match gate
-        .provider
-        .status
-        .as_ref()
-        .and_then(|s| s.service_principal_id.clone())
-    {
-        Some(id) => id,
-        None => {
-            graph
-                .own_service_principal()
-                .await
-                .map_err(Error::RegisterApplication)?
-                .id
+    let registration = register_by_unique_name(app, ctx, gate, unique_name, desired).await?;
+    if let Some(id) = unproven_loss.filter(|id| *id != registration.app.id) {
+        if registration.created {
+            // The uniqueName was free: the recorded application is gone for good.
+            let note = format!(
+                "provider-side application {id} was deleted out of band and is not in deleted items; registered a new client"
+            );
+            events::publish(ctx, app, EventType::Warning, "Recreating", "RepairDrift", note).await;
         }
-    };
+    }
+    // A client registered anew where one had been: its keys died with the old one. (Found
+    // by uniqueName instead, it is the same client whatever the status said.)
+    let replaced = registration.created && status.client_id.is_some();
+    if replaced {
+        status.service_principal_id = None;
+    }
+    Ok(Registration {
+        replaced,
+        ..Registration::from(registration)
+    })
+}
+
+/// The recorded application as the inventory or Graph knows it; `None` on a 404.
+async fn recorded_application(
+    graph: &GraphClient,
+    id: &str,
+    reads: ProviderReads,
+) -> std::result::Result<Option<(azure::Application, ReadSource)>, GraphError> {
+    if reads == ProviderReads::Inventory {
+        if let Some(known) = graph.known_application(id).await {
+            return Ok(Some((known, ReadSource::Inventory)));
+        }
+    }
+    match graph.get_application(id, Freshness::Settled).await {
+        Ok(found) => Ok(Some((found, ReadSource::Graph))),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Identity is proven at the provider, never taken from status: the object carries this
+/// Application's uniqueName and this cluster's tag.
+fn proves_identity(found: &azure::Application, unique_name: &str, cluster_tag: &str) -> bool {
+    found
+        .unique_name
+        .as_deref()
+        .is_some_and(|u| u.eq_ignore_ascii_case(unique_name))
+        && found.tags().iter().any(|t| t == cluster_tag)
+}
+
+/// Drops provider-side ids the provider did not confirm.
+fn forget_recorded_ids(status: &mut ApplicationStatus) {
+    status.application_object_id = None;
+    status.service_principal_id = None;
+}
+
+/// What registering by uniqueName found or made.
+struct ByUniqueName {
+    app: azure::Application,
+    freshness: Freshness,
+    /// This pass created it.
+    created: bool,
+    restored: bool,
+}
+
+impl From<ByUniqueName> for Registration {
+    fn from(b: ByUniqueName) -> Self {
+        Registration {
+            app: b.app,
+            freshness: b.freshness,
+            replaced: false,
+            restored: b.restored,
+            source: ReadSource::Graph,
+        }
+    }
+}
+
+/// The application named `unique_name`: read, and its ownership verified; else created with
+/// the operator as owner (owners are bound only on create: Graph rejects a duplicate
+/// reference); else restored from deleted items, where a soft-deleted one keeps the name.
+async fn register_by_unique_name(
+    app: &Application,
+    ctx: &Context,
+    gate: &Gate,
+    unique_name: &str,
+    desired: &azure::ApplicationPatch,
+) -> Result<ByUniqueName> {
+    let graph = &gate.client;
+    let owner = operator_principal(gate).await?;
+    match graph
+        .get_application_by_unique_name(unique_name, Freshness::Settled)
+        .await
+    {
+        Ok(found) => {
+            ensure_owner(graph, &found.id, &owner).await?;
+            return Ok(ByUniqueName {
+                freshness: freshness_of(&found),
+                app: found,
+                created: false,
+                restored: false,
+            });
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(Error::ReadApplication(e)),
+    }
     let mut create = desired.clone();
     create.owners_bind = Some(vec![graph.directory_object_url(&owner)]);
-    let ensured = match graph.ensure_application(unique_name, &create).await {
-        Ok(ensured) => ensured,
+    match graph.ensure_application(unique_name, &create).await {
+        Ok(ensured) if ensured.created => {
+            let note = format!(
+                "registered client {} at DcrProvider {}",
+                ensured.application.app_id.clone().unwrap_or_default(),
+                gate.provider.name_any()
+            );
+            events::publish(ctx, app, EventType::Normal, "Registered", "Register", note).await;
+            Ok(ByUniqueName {
+                app: ensured.application,
+                freshness: Freshness::JustCreated,
+                created: true,
+                restored: false,
+            })
+        }
+        // Created between the read and the upsert, unseen by the read: the bind was applied
+        // with the update (a 204), or rejected as a duplicate below.
+        Ok(ensured) => Ok(ByUniqueName {
+            freshness: freshness_of(&ensured.application),
+            app: ensured.application,
+            created: false,
+            restored: false,
+        }),
+        // It exists and the operator owns it already (the read above lagged): the same
+        // update without the bind.
+        Err(GraphError::BadRequest(info)) if azure::client::is_duplicate_reference(&info) => {
+            let ensured = graph
+                .ensure_application(unique_name, desired)
+                .await
+                .map_err(Error::RegisterApplication)?;
+            Ok(ByUniqueName {
+                freshness: Freshness::JustCreated,
+                app: ensured.application,
+                created: false,
+                restored: false,
+            })
+        }
         Err(GraphError::BadRequest(info)) => {
-            // A soft-deleted application keeps its uniqueName reserved (contract §3.4): ours,
-            // deleted out of band after the status lost its object id. Restore it.
+            // The name is taken by an application the read did not see: soft-deleted (it keeps
+            // its uniqueName reserved, contract §3.4), or still replicating.
             let deleted = graph
                 .find_deleted_application_by_unique_name(unique_name)
                 .await
-                .ok()
-                .flatten();
+                .map_err(Error::ReadApplication)?;
             let Some(deleted) = deleted else {
-                return Err(Error::RegisterApplication(GraphError::BadRequest(info)));
+                tracing::info!(error = %info, "uniqueName taken by an application not visible yet");
+                return Err(Error::NotReplicated(format!("application {unique_name}")));
             };
             let restored = graph
                 .restore_deleted_application(&deleted.id)
@@ -521,33 +679,51 @@ async fn ensure_registered(
                 deleted.id
             );
             events::publish(ctx, app, EventType::Warning, "Restored", "RepairDrift", note).await;
-            return Ok(Registration::restored(restored));
+            Ok(ByUniqueName {
+                app: restored,
+                freshness: Freshness::JustCreated,
+                created: false,
+                restored: true,
+            })
         }
-        Err(e) => return Err(Error::RegisterApplication(e)),
-    };
-    if ensured.created {
-        let note = format!(
-            "registered client {} at DcrProvider {}",
-            ensured.application.app_id.clone().unwrap_or_default(),
-            gate.provider.name_any()
-        );
-        events::publish(ctx, app, EventType::Normal, "Registered", "Register", note).await;
-        return Ok(Registration {
-            app: ensured.application,
-            freshness: Freshness::JustCreated,
-            replaced,
-            restored: false,
-            source: ReadSource::Graph,
-        });
+        Err(e) => Err(Error::RegisterApplication(e)),
     }
-    let freshness = freshness_of(&ensured.application);
-    Ok(Registration {
-        app: ensured.application,
-        freshness,
-        replaced,
-        restored: false,
-        source: ReadSource::Graph,
-    })
+}
+
+/// The operator's own service principal id: what `owners` must name.
+async fn operator_principal(gate: &Gate) -> Result<String> {
+    if let Some(id) = gate
+        .provider
+        .status
+        .as_ref()
+        .and_then(|s| s.service_principal_id.clone())
+    {
+        return Ok(id);
+    }
+    Ok(gate
+        .client
+        .own_service_principal()
+        .await
+        .map_err(Error::RegisterApplication)?
+        .id)
+}
+
+/// Makes `owner` an owner of an existing application: listed, else added (an add that
+/// meets the reference already there counts as done).
+async fn ensure_owner(graph: &GraphClient, id: &str, owner: &str) -> Result<()> {
+    let owners = graph
+        .list_application_owner_ids(id)
+        .await
+        .map_err(Error::RegisterApplication)?;
+    if owners.iter().any(|o| o.eq_ignore_ascii_case(owner)) {
+        return Ok(());
+    }
+    let added = graph
+        .add_application_owner(id, owner)
+        .await
+        .map_err(Error::RegisterApplication)?;
+    tracing::info!(object_id = %id, added, "made the operator an owner of the application");
+    Ok(())
 }
 
 /// Creates the service principal when none is recorded or the recorded one is gone.
@@ -560,13 +736,28 @@ async fn ensure_service_principal(
     freshness: Freshness,
     reads: ProviderReads,
 ) -> Result<ReadSource> {
-    let recorded = status.service_principal_id.clone();
-    if let Some(id) = &recorded {
-        if reads == ProviderReads::Inventory && graph.known_service_principal(id).await {
+    let mut recorded = status.service_principal_id.clone();
+    if let Some(id) = recorded.clone() {
+        if reads == ProviderReads::Inventory && graph.known_service_principal(&id, app_id).await {
             return Ok(ReadSource::Inventory);
         }
-        match graph.get_service_principal(id, Freshness::Settled).await {
-            Ok(_) => return Ok(ReadSource::Graph),
+        match graph.get_service_principal(&id, Freshness::Settled).await {
+            // Trusted only as the principal of this Application's client (proven above).
+            Ok(sp)
+                if sp
+                    .app_id
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(app_id)) =>
+            {
+                return Ok(ReadSource::Graph)
+            }
+            Ok(_) => {
+                let note = format!(
+                    "status names service principal {id}, which does not serve client {app_id}; ignoring it"
+                );
+                events::publish(ctx, app, EventType::Warning, "IdentityMismatch", "Register", note).await;
+                recorded = None;
+            }
             // Deleted, or created moments ago and not replicated yet: the create below tells
             // (a 409 returns the existing principal).
             Err(e) if e.is_not_found() => {}
@@ -1253,21 +1444,85 @@ fn client_error(e: ClientError) -> Error {
     }
 }
 
+/// The provider-side application of `app`: the recorded one when it proves to be this
+/// Application's, else the one its uniqueName names (for a deleted Application: none once
+/// it is gone).
+async fn proven_application(
+    app: &Application,
+    ctx: &Context,
+    graph: &GraphClient,
+    status: &ApplicationStatus,
+) -> Result<Option<azure::Application>> {
+    let unique_name = desired::unique_name(&ctx.settings.cluster_name, &app.uid().unwrap_or_default());
+    let cluster_tag = desired::cluster_tag(&ctx.settings.cluster_name);
+    if let Some(id) = &status.application_object_id {
+        match graph.get_application(id, Freshness::Settled).await {
+            Ok(found) if proves_identity(&found, &unique_name, &cluster_tag) => return Ok(Some(found)),
+            Ok(_) => {
+                tracing::warn!(object_id = %id, "status names an application that is not this Application's; ignoring it")
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(Error::ReadApplication(e)),
+        }
+    }
+    match graph
+        .get_application_by_unique_name(&unique_name, Freshness::Settled)
+        .await
+    {
+        Ok(found) if proves_identity(&found, &unique_name, &cluster_tag) => Ok(Some(found)),
+        Ok(_) => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(Error::ReadApplication(e)),
+    }
+}
+
+/// The recorded application id, when it is no longer live and deleted items do not show
+/// it to be someone else's (absent there too: a purge of it answers 404, harmlessly).
+async fn recorded_deleted(
+    app: &Application,
+    ctx: &Context,
+    graph: &GraphClient,
+    status: &ApplicationStatus,
+) -> Result<Option<String>> {
+    let Some(id) = &status.application_object_id else {
+        return Ok(None);
+    };
+    let unique_name = desired::unique_name(&ctx.settings.cluster_name, &app.uid().unwrap_or_default());
+    let cluster_tag = desired::cluster_tag(&ctx.settings.cluster_name);
+    match graph.get_deleted_application(id).await {
+        Ok(found) if proves_identity(&found, &unique_name, &cluster_tag) => Ok(Some(id.clone())),
+        Ok(_) => Ok(None),
+        Err(e) if e.is_not_found() => Ok(Some(id.clone())),
+        Err(e) => Err(Error::ReadApplication(e)),
+    }
+}
+
+/// Whether service principal `id` serves client `app_id` (gone: no).
+async fn serves(graph: &GraphClient, id: &str, app_id: &str) -> Result<bool> {
+    match graph.get_service_principal(id, Freshness::Settled).await {
+        Ok(sp) => Ok(sp
+            .app_id
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(app_id))),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(Error::DeleteApplication(e)),
+    }
+}
+
 /// Drops this cluster's ownership tags from an application left behind on purpose, so the
 /// orphan sweep never reports or deletes it. Nothing to do when it was never registered or
 /// its provider is gone.
 async fn release(app: &Application, ctx: &Context, status: &ApplicationStatus) -> Result<()> {
-    let Some(object_id) = &status.application_object_id else {
+    if status.application_object_id.is_none() {
         return Ok(());
-    };
+    }
     let Some((_, graph)) = provider_of(app, ctx).await? else {
         return Ok(());
     };
-    let current = match graph.get_application(object_id, Freshness::Settled).await {
-        Ok(a) => a,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(Error::ReadApplication(e)),
+    let Some(current) = proven_application(app, ctx, &graph, status).await? else {
+        return Ok(());
     };
+    let object_id = &current.id;
     let kept: Vec<String> = current
         .tags()
         .iter()
@@ -1319,35 +1574,30 @@ async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
         }
         return Ok(Action::await_change());
     };
-    let object_id = match &status.application_object_id {
-        Some(id) => Some(id.clone()),
-        None => {
-            let unique_name =
-                desired::unique_name(&ctx.settings.cluster_name, &app.uid().unwrap_or_default());
-            match graph
-                .get_application_by_unique_name(&unique_name, Freshness::Settled)
-                .await
-            {
-                Ok(found) => Some(found.id),
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(Error::ReadApplication(e)),
+    // Only what proves to be this Application's is deleted, whatever the status says.
+    let ours = proven_application(app, ctx, &graph, &status).await?;
+    if let (Some(sp), Some(ours)) = (&status.service_principal_id, &ours) {
+        if serves(&graph, sp, ours.app_id.as_deref().unwrap_or_default()).await? {
+            match graph.delete_service_principal(sp).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(Error::DeleteApplication(e)),
             }
         }
-    };
-    if let Some(sp) = &status.service_principal_id {
-        match graph.delete_service_principal(sp).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(Error::DeleteApplication(e)),
-        }
     }
-    if let Some(id) = object_id {
+    let purge = provider.spec.azure_ad.as_ref().map(|a| a.deleted_applications)
+        == Some(DeletedApplicationsPolicy::Purge);
+    let target = match ours {
+        Some(live) => Some(live.id),
+        // Deleted by an earlier pass that stopped before its purge.
+        None if purge => recorded_deleted(app, ctx, &graph, &status).await?,
+        None => None,
+    };
+    if let Some(id) = target {
         let deleted_now = graph
             .delete_application(&id)
             .await
             .map_err(Error::DeleteApplication)?;
-        let purge = provider.spec.azure_ad.as_ref().map(|a| a.deleted_applications)
-            == Some(DeletedApplicationsPolicy::Purge);
         if purge {
             let purged = graph
                 .permanently_delete_application(&id)
@@ -1397,5 +1647,24 @@ mod tests {
             assert!(!write_refused(&write_error(code)), "{code}");
         }
         assert!(!write_refused(&Error::MissingObjectKey("x")));
+    }
+
+    #[test]
+    fn condition_messages_carry_no_per_response_ids() {
+        let graph = "failed to register the application at the provider: forbidden: application.addOwner: HTTP 403 Authorization_RequestDenied: Insufficient privileges to complete the operation. [request-id 0d6b3c9e-1b7a-4f7e-9a51-3f1f0f0b9a11]";
+        assert_eq!(
+            stable_message(graph),
+            "failed to register the application at the provider: forbidden: application.addOwner: HTTP 403 Authorization_RequestDenied: Insufficient privileges to complete the operation."
+        );
+        let token = "token: invalid client secret (invalid_client: AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1f0c\r\nCorrelation ID: 2e1d\r\nTimestamp: 2026-12-01 21:00:00Z; trace id 1f0c; correlation id 2e1d)";
+        assert_eq!(
+            stable_message(token),
+            "token: invalid client secret (invalid_client: AADSTS7000215: Invalid client secret provided.)"
+        );
+        let throttled = "throttled: application.upsert: HTTP 429 TooManyRequests: Please retry again later. [request-id a] (retry after Some(2.128s))";
+        assert_eq!(
+            stable_message(throttled),
+            "throttled: application.upsert: HTTP 429 TooManyRequests: Please retry again later."
+        );
     }
 }

@@ -160,10 +160,23 @@ impl GraphClient {
         &self.inner.base
     }
 
-    /// The URL that refers to a directory object in `owners@odata.bind`:
-    /// `{graph base}/directoryObjects/{id}`.
+    /// The URL that refers to a directory object in `owners@odata.bind` and `$ref` bodies:
+    /// `{the cloud's Graph root}/v1.0/directoryObjects/{id}`. Always the cloud's own service
+    /// root, whatever transport endpoint is configured (a proxy): the reference names an
+    /// object in Graph, not a place to send requests, and Graph may refuse one outside its
+    /// root.
     pub fn directory_object_url(&self, id: &str) -> String {
-        self.url(&["directoryObjects", id]).to_string()
+        let root = self.inner.config.cloud.graph_endpoint();
+        // The roots are constant https URLs; the fallback only keeps this free of panics.
+        match Url::parse(root) {
+            Ok(mut url) if !url.cannot_be_a_base() => {
+                if let Ok(mut segments) = url.path_segments_mut() {
+                    segments.pop_if_empty().extend(["v1.0", "directoryObjects", id]);
+                }
+                url.to_string()
+            }
+            _ => format!("{}/v1.0/directoryObjects/{id}", root.trim_end_matches('/')),
+        }
     }
 
     // ------------------------------------------------------------------ tokens
@@ -434,6 +447,39 @@ impl GraphClient {
         }
     }
 
+    /// `GET /applications/{id}/owners?$select=id`, every page: the owners' object ids.
+    pub async fn list_application_owner_ids(&self, id: &str) -> Result<Vec<String>, GraphError> {
+        let mut url = self.url(&["applications", id, "owners"]);
+        set_query(&mut url, &[("$select", "id")]);
+        let owners: Vec<DirectoryObjectRef> = self.collect_pages("application.owners.list", url).await?;
+        Ok(owners.into_iter().map(|o| o.id).collect())
+    }
+
+    /// `POST /applications/{id}/owners/$ref` naming `owner_id`. `Ok(false)` when the owner was
+    /// there already: the directory answers a duplicate reference with a 400 whose message,
+    /// not code, says so ("One or more added object references already exist ..."), which
+    /// public Graph clients match the same way.
+    pub async fn add_application_owner(&self, id: &str, owner_id: &str) -> Result<bool, GraphError> {
+        const OP: &str = "application.owners.add";
+        let body = serde_json::json!({ "@odata.id": self.directory_object_url(owner_id) });
+        let result = self
+            .execute(Call {
+                op: OP,
+                method: Method::POST,
+                url: self.url(&["applications", id, "owners", "$ref"]),
+                body: Some(json_body(OP, &body)?),
+                prefer: None,
+                class: CallClass::idempotent(),
+            })
+            .await;
+        self.touched_application(id);
+        match result {
+            Ok(_) => Ok(true),
+            Err(GraphError::BadRequest(info)) if is_duplicate_reference(&info) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     // --------------------------------------------------------------- passwords
 
     /// `POST /applications/{id}/addPassword` → the new password, whose `secretText` Graph
@@ -527,7 +573,7 @@ impl GraphClient {
         };
         if let Some(inventory) = self.inventory() {
             inventory.touched_service_principal(&created.id);
-            inventory.read_service_principal(&created.id, inventory.mark());
+            inventory.read_service_principal(&created, inventory.mark());
         }
         Ok(created)
     }
@@ -547,7 +593,7 @@ impl GraphClient {
             )
             .await?;
         if let Some(inventory) = self.inventory() {
-            inventory.read_service_principal(&sp.id, mark);
+            inventory.read_service_principal(&sp, mark);
         }
         Ok(sp)
     }
@@ -1035,6 +1081,17 @@ fn build_http_client(config: &GraphClientConfig) -> Result<reqwest::Client, Conf
         .map_err(|e| ConfigError::HttpClient(e.to_string()))
 }
 
+/// A directory object as listed with `$select=id`.
+#[derive(serde::Deserialize)]
+struct DirectoryObjectRef {
+    id: String,
+}
+
+/// The 400 for adding a reference that already exists (owners, members).
+pub fn is_duplicate_reference(info: &GraphErrorInfo) -> bool {
+    info.status == 400 && info.message.contains("added object references already exist")
+}
+
 /// `applications(uniqueName='x')`: an alternate-key path segment with an OData string literal.
 fn key_segment(collection: &str, key: &str, value: &str) -> String {
     format!("{collection}({key}={})", odata_string(value))
@@ -1128,6 +1185,26 @@ mod tests {
         assert_eq!(
             c.directory_object_url("abc"),
             "https://graph.microsoft.com/v1.0/directoryObjects/abc"
+        );
+    }
+
+    #[test]
+    fn bind_urls_name_the_clouds_graph_root_whatever_the_endpoint() {
+        let proxied = client(Some("https://proxy.example/graph"));
+        assert_eq!(
+            proxied.directory_object_url("abc"),
+            "https://graph.microsoft.com/v1.0/directoryObjects/abc"
+        );
+        let mut c = GraphClientConfig::new(
+            "contoso.onmicrosoft.us",
+            "11111111-2222-3333-4444-555555555555",
+            ClientCredential::Secret(SecretString::new("s")),
+        );
+        c.cloud = crate::idp::azure::AzureCloud::AzureUSGovernment;
+        c.graph_endpoint = Some(Url::parse("https://127.0.0.1:8443").unwrap());
+        assert_eq!(
+            GraphClient::new(c).unwrap().directory_object_url("a/b"),
+            "https://graph.microsoft.us/v1.0/directoryObjects/a%2Fb"
         );
     }
 

@@ -107,9 +107,9 @@ impl Inventory {
         }
     }
 
-    /// A direct read (or create) of service principal `id`, started at `mark`.
-    pub(crate) fn read_service_principal(&self, id: &str, mark: u64) {
-        self.state().record_service_principal(id, mark);
+    /// A direct read (or create) of service principal `sp`, started at `mark`.
+    pub(crate) fn read_service_principal(&self, sp: &ServicePrincipal, mark: u64) {
+        self.state().record_service_principal(sp, mark);
     }
 }
 
@@ -138,8 +138,9 @@ pub(crate) struct InventoryState {
     /// When the last refresh failed (no refresh is tried again for `max_age`).
     failed_at: Option<Instant>,
     /// Tagged service principals as of the last listing, plus those read or created since,
-    /// each with the write mark at which it was learned.
-    service_principals: HashMap<String, u64>,
+    /// each with the write mark at which it was learned and its `appId` (which application
+    /// it serves: a principal id is trusted only for its own application).
+    service_principals: HashMap<String, (u64, Option<String>)>,
 }
 
 impl InventoryState {
@@ -173,9 +174,10 @@ impl InventoryState {
         self.applications.insert(app.id.clone(), entry);
     }
 
-    fn record_service_principal(&mut self, id: &str, mark: u64) {
-        if !self.written_since(id, mark) {
-            self.service_principals.insert(id.to_string(), mark);
+    fn record_service_principal(&mut self, sp: &ServicePrincipal, mark: u64) {
+        if !self.written_since(&sp.id, mark) {
+            self.service_principals
+                .insert(sp.id.clone(), (mark, sp.app_id.clone()));
         }
     }
 
@@ -217,14 +219,14 @@ impl InventoryState {
     /// Replaces the known service principals with a listing that started at `mark`; those
     /// learned after it started (created, read) are kept, since it may predate them.
     fn apply_listing(&mut self, listed: &[ServicePrincipal], mark: u64) {
-        let mut known: HashMap<String, u64> = listed
+        let mut known: HashMap<String, (u64, Option<String>)> = listed
             .iter()
             .filter(|sp| !self.written_since(&sp.id, mark))
-            .map(|sp| (sp.id.clone(), mark))
+            .map(|sp| (sp.id.clone(), (mark, sp.app_id.clone())))
             .collect();
         for (id, learned) in &self.service_principals {
-            if *learned > mark {
-                known.entry(id.clone()).or_insert(*learned);
+            if learned.0 > mark {
+                known.entry(id.clone()).or_insert(learned.clone());
             }
         }
         self.service_principals = known;
@@ -261,9 +263,13 @@ impl InventoryState {
         }
     }
 
-    /// Whether service principal `id` is known to exist at `now`.
-    fn has_service_principal(&self, id: &str, now: Instant, config: &InventoryConfig) -> bool {
-        self.synced_within(now, config) && self.service_principals.contains_key(id)
+    /// Whether service principal `id` of application `app_id` is known to exist at `now`.
+    fn has_service_principal(&self, id: &str, app_id: &str, now: Instant, config: &InventoryConfig) -> bool {
+        self.synced_within(now, config)
+            && self
+                .service_principals
+                .get(id)
+                .is_some_and(|(_, of)| of.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(app_id)))
     }
 
     #[cfg(test)]
@@ -286,16 +292,16 @@ impl GraphClient {
             .application(id, Instant::now(), &inventory.config)
     }
 
-    /// Whether the service principal `id` is known to exist (refreshing the inventory first
-    /// when due). `false`: read it directly.
-    pub async fn known_service_principal(&self, id: &str) -> bool {
+    /// Whether the service principal `id` of application `app_id` is known to exist
+    /// (refreshing the inventory first when due). `false`: read it directly.
+    pub async fn known_service_principal(&self, id: &str, app_id: &str) -> bool {
         let Some(inventory) = self.inventory() else {
             return false;
         };
         self.refresh_inventory(inventory).await;
         inventory
             .state()
-            .has_service_principal(id, Instant::now(), &inventory.config)
+            .has_service_principal(id, app_id, Instant::now(), &inventory.config)
     }
 
     /// One delta round and one listing of tagged service principals, when due; one caller
@@ -506,23 +512,28 @@ mod tests {
         let (mut s, t0) = synced(vec![]);
         let sp = |id: &str| ServicePrincipal {
             id: id.into(),
+            app_id: Some(format!("app-{id}")),
             ..Default::default()
         };
         let mark = s.seq;
         s.apply_listing(&[sp("p1"), sp("p2")], mark);
-        assert!(s.has_service_principal("p1", t0, &config()));
+        assert!(s.has_service_principal("p1", "app-p1", t0, &config()));
         s.touch_service_principal("p1");
-        assert!(!s.has_service_principal("p1", t0, &config()));
+        assert!(!s.has_service_principal("p1", "app-p1", t0, &config()));
         // A listing that started before the delete still shows it: not trusted.
         s.apply_listing(&[sp("p1"), sp("p2")], mark);
-        assert!(!s.has_service_principal("p1", t0, &config()));
-        assert!(s.has_service_principal("p2", t0, &config()));
+        assert!(!s.has_service_principal("p1", "app-p1", t0, &config()));
+        assert!(s.has_service_principal("p2", "app-p2", t0, &config()));
         // Created after the listing started: kept across the next listing that misses it.
         let before = s.seq;
         s.touch_service_principal("p3");
-        s.record_service_principal("p3", s.seq);
+        s.record_service_principal(&sp("p3"), s.seq);
         s.apply_listing(&[sp("p2")], before);
-        assert!(s.has_service_principal("p3", t0, &config()));
-        assert!(!s.has_service_principal("p9", t0, &config()));
+        assert!(s.has_service_principal("p3", "app-p3", t0, &config()));
+        assert!(!s.has_service_principal("p9", "app-p9", t0, &config()));
+        assert!(
+            !s.has_service_principal("p2", "app-p3", t0, &config()),
+            "a principal is known only for its own application"
+        );
     }
 }
