@@ -8,7 +8,7 @@ export DCR_CACHE_DIR
 # Tools installed by `make tools` (kubectl, helm, kubernetes-validate) come first on PATH.
 export PATH := $(DCR_CACHE_DIR)/tools/bin:$(PATH)
 
-.PHONY: help build test lint fmt crds tools control-plane demo bench
+.PHONY: help build test lint fmt crds tools control-plane node cluster demo bench
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ demo: tools control-plane ## The sandbox: operator + local control plane + Graph
 build: ## Build the operator and the sandbox binaries
 	$(CARGO) build --workspace --all-targets
 
-test: tools control-plane ## Run every test (unit, schema, manifests, emulator, control plane, integration)
+test: tools control-plane node ## Run every test (unit, schema, manifests, emulator, control plane, node, in-cluster installs)
 	$(CARGO) test --workspace --no-fail-fast
 
 # The soak (tests/soak.rs, #[ignore]d in `make test`): 200 Applications under Graph faults
@@ -50,3 +50,6 @@ tools: ## Install kubectl, helm and kubernetes-validate into $(DCR_CACHE_DIR) (o
 
 control-plane: ## Build kube-apiserver and kube-controller-manager v1.20.2 into $(DCR_CACHE_DIR) (once)
 	bash sandbox/scripts/build-control-plane.sh >/dev/null
+
+node: ## Build kubelet, kube-scheduler, kube-proxy v1.20.2 and the pause image into $(DCR_CACHE_DIR); install containerd, runc, CNI (once)
+	bash sandbox/scripts/build-node.sh >/dev/null
