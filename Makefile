@@ -53,3 +53,11 @@ control-plane: ## Build kube-apiserver and kube-controller-manager v1.20.2 into 
 
 node: ## Build kubelet, kube-scheduler, kube-proxy v1.20.2 and the pause image into $(DCR_CACHE_DIR); install containerd, runc, CNI (once)
 	bash sandbox/scripts/build-node.sh >/dev/null
+
+# A local cluster for trying the operator as a pod: control plane + node, the operator image
+# (`make image`, target/image/dcr-operator.oci.tar) imported under the chart's reference.
+IMAGE_REF ?= ghcr.io/dcr-operator/dcr-operator:$(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
+cluster: tools control-plane node ## Control plane + a real node with the operator image imported; prints the kubeconfig (Ctrl-C stops)
+	@test -f target/image/dcr-operator.oci.tar || { echo "target/image/dcr-operator.oci.tar missing: run make image" >&2; exit 1; }
+	$(CARGO) build --quiet -p sandbox --bin control-plane
+	./target/debug/control-plane up --node --image $(IMAGE_REF)=target/image/dcr-operator.oci.tar $(CLUSTER_ARGS)
