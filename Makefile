@@ -9,7 +9,7 @@ export DCR_CACHE_DIR
 # Tools installed by `make tools` (kubectl, helm, kubernetes-validate) come first on PATH.
 export PATH := $(DCR_CACHE_DIR)/tools/bin:$(PATH)
 
-.PHONY: help build test lint fmt crds tools control-plane demo bench image
+.PHONY: help build test lint fmt crds tools control-plane node cluster demo bench image
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ demo: tools control-plane ## The sandbox: operator + local control plane + Graph
 build: ## Build the operator and the sandbox binaries
 	$(CARGO) build --workspace --all-targets
 
-test: tools control-plane image ## Run every test (unit, schema, manifests, emulator, control plane, integration)
+test: tools control-plane node image ## Run every test (unit, schema, manifests, emulator, control plane, node, image, in-cluster installs)
 	$(CARGO) test --workspace --no-fail-fast
 
 # The soak (tests/soak.rs, #[ignore]d in `make test`): 200 Applications under Graph faults
@@ -54,3 +54,13 @@ tools: ## Install kubectl, helm and kubernetes-validate into $(DCR_CACHE_DIR) (o
 
 control-plane: ## Build kube-apiserver and kube-controller-manager v1.20.2 into $(DCR_CACHE_DIR) (once)
 	bash sandbox/scripts/build-control-plane.sh >/dev/null
+
+node: ## Build kubelet, kube-scheduler, kube-proxy v1.20.2 and the pause image into $(DCR_CACHE_DIR); install containerd, runc, CNI (once)
+	bash sandbox/scripts/build-node.sh >/dev/null
+
+# A local cluster for trying the operator as a pod: control plane + node, the operator image
+# (`make image`, target/image/dcr-operator.oci.tar) imported under the chart's reference.
+IMAGE_REF ?= ghcr.io/dcr-operator/dcr-operator:$(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
+cluster: tools control-plane node image ## Control plane + a real node with the operator image imported; prints the kubeconfig (Ctrl-C stops)
+	$(CARGO) build --quiet -p sandbox --bin control-plane
+	./target/debug/control-plane up --node --image $(IMAGE_REF)=target/image/dcr-operator.oci.tar $(CLUSTER_ARGS)

@@ -24,11 +24,9 @@
 #   DCR_KEEP_BUILD_DIR=1   keep the unpacked source and Go build cache after success
 set -euo pipefail
 
-K8S_VERSION=v1.20.2
-K8S_MAJOR=1
-K8S_MINOR=20
+# shellcheck source=lib/kubernetes-source.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/kubernetes-source.sh"
 DEB_PACKAGES=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev)
-REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
 
 CACHE_ROOT="${DCR_CACHE_DIR:-${HOME:-/root}/.cache/dcr-operator}"
 CP_ROOT="$CACHE_ROOT/control-plane"
@@ -106,63 +104,10 @@ ETCD=$(etcd_path) || die "etcd not found after installing etcd-server"
 [[ -d "$REFLECT2_SRC" ]] || die "$REFLECT2_SRC missing (golang-github-modern-go-reflect2-dev)"
 command -v go >/dev/null 2>&1 || die "go not found after installing golang-go"
 
-# --- source, with a private apt configuration (the system's stays untouched) ---------
+# --- source and Go environment (shared with build-node.sh) --------------------------
+k8s_unpack_source "$WORK"
+k8s_go_env "$WORK"
 SRC_TREE="$WORK/kubernetes"
-if [[ ! -f "$SRC_TREE/.unpacked" ]]; then
-    step "fetching the 'kubernetes' source package (private apt configuration)"
-    APT_PRIV="$WORK/apt"
-    rm -rf "$APT_PRIV"
-    mkdir -p "$APT_PRIV/sources.list.d" "$APT_PRIV/lists/partial" "$APT_PRIV/cache/archives/partial" "$WORK/download"
-    found=0
-    for f in /etc/apt/sources.list.d/*.sources; do # deb822 files
-        [[ -f "$f" ]] || continue
-        sed -E 's/^Types:.*$/Types: deb-src/' "$f" >"$APT_PRIV/sources.list.d/$(basename "$f")"
-        found=1
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do # one-line format
-        [[ -f "$f" ]] || continue
-        grep -E '^[[:space:]]*deb[[:space:]]' "$f" | sed -E 's/^[[:space:]]*deb[[:space:]]/deb-src /' \
-            >"$APT_PRIV/sources.list.d/$(basename "$f" .list)-src.list" || true
-        found=1
-    done
-    [[ $found -eq 1 ]] || die "no apt sources found under /etc/apt"
-    APT_OPTS=(-o "Dir::Etc::sourcelist=/dev/null" -o "Dir::Etc::sourceparts=$APT_PRIV/sources.list.d"
-        -o "Dir::State::Lists=$APT_PRIV/lists" -o "Dir::Cache=$APT_PRIV/cache")
-    run apt-get "${APT_OPTS[@]}" update
-    rm -f "$WORK"/download/*
-    (cd "$WORK/download" && run apt-get "${APT_OPTS[@]}" source --download-only kubernetes)
-    ORIG=$(ls "$WORK"/download/kubernetes_*.orig.tar.* 2>/dev/null | sed -n 1p) \
-        || die "no kubernetes orig tarball downloaded (see $LOG)"
-    [[ -n "$ORIG" ]] || die "no kubernetes orig tarball downloaded (see $LOG)"
-    case "$ORIG" in
-    *1.20.2*) ;;
-    *) die "unexpected source version: $(basename "$ORIG") (this script builds $K8S_VERSION)" ;;
-    esac
-    step "unpacking $(basename "$ORIG")"
-    rm -rf "$SRC_TREE" "$WORK/unpack"
-    mkdir -p "$WORK/unpack"
-    run tar -xf "$ORIG" -C "$WORK/unpack"
-    top=$(find "$WORK/unpack" -mindepth 1 -maxdepth 1 -type d | sed -n 1p)
-    [[ -f "$top/cmd/kube-apiserver/apiserver.go" ]] || die "unexpected tarball layout under $WORK/unpack"
-    mv "$top" "$SRC_TREE"
-    rm -rf "$WORK/unpack" "$WORK/download" "$APT_PRIV"
-    touch "$SRC_TREE/.unpacked"
-fi
-
-# Fix c: the vendored reflect2 v1.0.1 crashes under Go >= 1.18; use Debian's 1.0.2.
-step "fix c: vendor/github.com/modern-go/reflect2 <- Debian's $(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev)"
-R2="$SRC_TREE/vendor/github.com/modern-go/reflect2"
-rm -rf "$R2"
-mkdir -p "$R2"
-find "$REFLECT2_SRC" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -exec cp {} "$R2/" \;
-
-# Fix a: GOPATH mode, no module proxy.
-export GOPATH="$WORK/gopath"
-export GO111MODULE=off GOPROXY=off GOFLAGS= CGO_ENABLED=0
-export GOCACHE="$WORK/gocache"
-mkdir -p "$GOPATH/src/k8s.io"
-ln -sfn "$SRC_TREE" "$GOPATH/src/k8s.io/kubernetes"
-K8S_PKG_DIR="$GOPATH/src/k8s.io/kubernetes"
 
 # Fix b: generate pkg/generated/openapi/zz_generated.openapi.go.
 OPENAPI="$SRC_TREE/pkg/generated/openapi/zz_generated.openapi.go"
@@ -177,17 +122,10 @@ if [[ ! -f "$SRC_TREE/.openapi-generated" || ! -s "$OPENAPI" ]]; then # marker: 
     touch "$SRC_TREE/.openapi-generated"
 fi
 
-# Fix d: version ldflags, so /version reports v1.20.2.
-LDFLAGS="-s -w"
-for pkg in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
-    LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$K8S_MAJOR -X $pkg.gitMinor=$K8S_MINOR"
-    LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-done
-
 mkdir -p "$WORK/out"
 for cmd in kube-apiserver kube-controller-manager; do
     step "go build ./cmd/$cmd ($(go version | awk '{print $3}'))"
-    (cd "$K8S_PKG_DIR" && run go build -ldflags "$LDFLAGS" -o "$WORK/out/$cmd" "./cmd/$cmd")
+    (cd "$K8S_PKG_DIR" && run go build -ldflags "$K8S_LDFLAGS" -o "$WORK/out/$cmd" "./cmd/$cmd")
 done
 
 step "checking versions"

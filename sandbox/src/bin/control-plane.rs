@@ -1,6 +1,8 @@
 //! `control-plane up`: starts a local Kubernetes control plane (etcd, kube-apiserver
 //! v1.20.2, kube-controller-manager on loopback), prints the admin kubeconfig path on
-//! stdout, and tears everything down on Ctrl-C / SIGTERM.
+//! stdout, and tears everything down on Ctrl-C / SIGTERM. `--node` adds a real node
+//! (containerd, kubelet, kube-scheduler, kube-proxy; `make cluster`), `--image` imports
+//! OCI archives into it.
 //!
 //! ```text
 //! cargo run -p sandbox --bin control-plane -- up
@@ -10,6 +12,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use sandbox::controlplane::node::{ImageArchive, NodeOptions, NODE_NAME};
 use sandbox::controlplane::{ControlPlane, ControlPlaneOptions, UserSpec};
 
 #[derive(Parser)]
@@ -39,6 +42,13 @@ enum Cmd {
         /// Also copy the admin kubeconfig to this path (removed again at teardown).
         #[arg(long)]
         kubeconfig_out: Option<PathBuf>,
+        /// Also run a real node: containerd, kubelet, kube-scheduler, kube-proxy (root;
+        /// binaries from sandbox/scripts/build-node.sh).
+        #[arg(long)]
+        node: bool,
+        /// With --node: import an OCI archive into the node's containerd as REFERENCE.
+        #[arg(long = "image", value_name = "REFERENCE=ARCHIVE", requires = "node")]
+        images: Vec<String>,
     },
 }
 
@@ -63,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
         users,
         service_accounts,
         kubeconfig_out,
+        node,
+        images,
     } = Cli::parse().command;
     let mut extra_users: Vec<UserSpec> = users.iter().map(|u| parse_user(u)).collect();
     for sa in &service_accounts {
@@ -71,12 +83,34 @@ async fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--service-account wants NAMESPACE/NAME, got {sa:?}"))?;
         extra_users.push(UserSpec::service_account(ns, name));
     }
+    let images = images
+        .iter()
+        .map(|i| {
+            let (reference, archive) = i
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--image wants REFERENCE=ARCHIVE, got {i:?}"))?;
+            Ok(ImageArchive {
+                reference: reference.to_string(),
+                archive: archive.into(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let cp = ControlPlane::start(ControlPlaneOptions {
         bin_dir,
         extra_users,
         log_dir,
+        node: node.then_some(NodeOptions {
+            images,
+            ..Default::default()
+        }),
     })
     .await?;
+    if let Some(t) = cp.node_timings() {
+        eprintln!(
+            "node {NODE_NAME} Ready: containerd and images {:.1?} (imports {:.1?}), kubelet to Ready {:.1?}",
+            t.runtime_and_images, t.images, t.node_ready
+        );
+    }
     eprintln!(
         "control plane ready in {:.1?}: {} (pids {:?}), logs in {}",
         cp.started_in(),

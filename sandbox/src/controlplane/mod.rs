@@ -16,13 +16,18 @@
 //! - kube-controller-manager with every controller that makes sense without nodes
 //!   (garbage collector, namespace deletion, service-account tokens, ...).
 //!
-//! There is no kubelet and no scheduler: Pods stay Pending. Version 1.20 ignores CRD CEL
+//! There is no kubelet and no scheduler by default: Pods stay Pending. With
+//! [`ControlPlaneOptions::node`] a real node joins (see the [`node`] module): the apiserver
+//! then listens on the host's own address (pods reach it through the `kubernetes` Service),
+//! runs the ServiceAccount admission plugin and Node,RBAC authorization, and holds a
+//! client certificate for the kubelet. Version 1.20 ignores CRD CEL
 //! rules (`x-kubernetes-validations`) and refuses them in server-side apply of a CRD: see
 //! `shared/local-control-plane.md`.
 //!
 //! Nothing outlives the process that started it (see the `process` module): processes are
 //! killed on drop, at process exit, and by the kernel (PDEATHSIG) when the process dies.
 
+pub mod node;
 mod pki;
 mod process;
 
@@ -55,6 +60,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(100);
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const KCM_CONTROLLERS: &str = "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route,-attachdetach,-persistentvolume-binder,-ttl";
+/// With a node: also the node lifecycle controller, which lifts the `not-ready` taint the
+/// kubelet registers with once the node is Ready (else nothing is ever scheduled).
+const KCM_CONTROLLERS_WITH_NODE: &str =
+    "*,-nodeipam,-cloud-node-lifecycle,-service,-route,-attachdetach,-persistentvolume-binder,-ttl";
 
 /// Errors of [`ControlPlane`].
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +101,8 @@ pub enum Error {
     Pki(#[from] rcgen::Error),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("local node: {0}")]
+    Node(String),
 }
 
 impl Error {
@@ -159,8 +170,12 @@ pub struct ControlPlaneOptions {
     pub bin_dir: Option<PathBuf>,
     /// Extra static-token users; tokens are generated.
     pub extra_users: Vec<UserSpec>,
-    /// Where the three process logs go (kept after stop). Default: the state directory.
+    /// Where the process logs go (kept after stop). Default: the state directory.
     pub log_dir: Option<PathBuf>,
+    /// Also run a real node (containerd, kubelet, kube-scheduler, kube-proxy). Off by
+    /// default: the loopback-only control plane starts in seconds and changes nothing on
+    /// the host; a node needs root, takes a machine-wide lock and changes iptables.
+    pub node: Option<node::NodeOptions>,
 }
 
 /// A user from the token file.
@@ -204,6 +219,7 @@ pub struct ControlPlane {
     etcd: Option<Proc>,
     apiserver: Option<Proc>,
     kcm: Option<Proc>,
+    node: Option<node::Node>,
     started_in: Duration,
 }
 
@@ -218,9 +234,17 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
-/// The default binary directory: `${DCR_CACHE_DIR:-$HOME/.cache/dcr-operator}/control-plane/v1.20.2`.
-pub fn default_bin_dir() -> PathBuf {
-    let root = std::env::var_os(CACHE_DIR_ENV)
+/// Tears down what a process killed by a signal left behind: a node (processes, mounts,
+/// cgroups, iptables chains, sysctls) and control-plane state directories. Every start
+/// does this; never waits for a live node.
+pub fn sweep_stale() {
+    node::janitor::sweep_stale();
+    process::sweep_stale_state_dirs(&std::env::temp_dir());
+}
+
+/// `${DCR_CACHE_DIR:-$HOME/.cache/dcr-operator}`.
+pub fn cache_root() -> PathBuf {
+    std::env::var_os(CACHE_DIR_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -228,8 +252,12 @@ pub fn default_bin_dir() -> PathBuf {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "/root".into());
             PathBuf::from(home).join(".cache/dcr-operator")
-        });
-    root.join("control-plane").join(KUBERNETES_VERSION)
+        })
+}
+
+/// The default binary directory: `${DCR_CACHE_DIR:-$HOME/.cache/dcr-operator}/control-plane/v1.20.2`.
+pub fn default_bin_dir() -> PathBuf {
+    cache_root().join("control-plane").join(KUBERNETES_VERSION)
 }
 
 fn resolve_bin_dir(opts: &ControlPlaneOptions) -> PathBuf {
@@ -332,7 +360,15 @@ impl ControlPlane {
         let t0 = Instant::now();
         let bins = find_binaries(&resolve_bin_dir(opts))?;
         let base = std::env::temp_dir();
+        // A node left by a killed process first: its mounts are inside its state dir.
+        node::janitor::sweep_stale();
         process::sweep_stale_state_dirs(&base);
+        // A node's apiserver is reached on the host's address (by the kubelet and, through
+        // the `kubernetes` Service, by pods); a plain control plane on loopback only.
+        let address = match &opts.node {
+            Some(_) => Some(node::host_address()?),
+            None => None,
+        };
         let dir = process::create_state_dir(&base).map_err(Error::io(format!(
             "creating a state directory under {}",
             base.display()
@@ -340,9 +376,18 @@ impl ControlPlane {
         let log_dir = opts.log_dir.clone().unwrap_or_else(|| dir.join("logs"));
         std::fs::create_dir_all(&log_dir).map_err(Error::io(format!("creating {}", log_dir.display())))?;
         let ports = free_ports()?;
-        let server_url = format!("https://127.0.0.1:{}", ports.apiserver);
+        let bind = address.map_or_else(|| "127.0.0.1".to_string(), |a| a.to_string());
+        let server_url = format!("https://{bind}:{}", ports.apiserver);
 
-        let pki = pki::generate()?;
+        let extra_sans: Vec<String> = match address {
+            Some(a) => vec![
+                a.to_string(),
+                "10.0.0.1".into(), // the `kubernetes` Service
+                "kubernetes.default.svc.cluster.local".into(),
+            ],
+            None => Vec::new(),
+        };
+        let pki = pki::generate(&extra_sans)?;
         let pki_dir = dir.join("pki");
         std::fs::create_dir_all(&pki_dir).map_err(Error::io("creating pki dir"))?;
         for (name, pem) in [
@@ -351,6 +396,8 @@ impl ControlPlane {
             ("apiserver.key", &pki.serving_key_pem),
             ("sa.key", &pki.sa_key_pem),
             ("sa.pub", &pki.sa_pub_pem),
+            ("kubelet-client.crt", &pki.kubelet_client_cert_pem),
+            ("kubelet-client.key", &pki.kubelet_client_key_pem),
         ] {
             write_file(&pki_dir.join(name), pem)?;
         }
@@ -371,8 +418,29 @@ impl ControlPlane {
                 token: random_token(),
             })
             .collect();
+        // The node's components: the kubelet as `system:node:<name>` (the Node authorizer
+        // grants it what it needs), the others as administrators (a test node).
+        let node_users: Vec<User> = match &opts.node {
+            Some(_) => [
+                UserSpec::new(format!("system:node:{}", node::NODE_NAME), ["system:nodes"]),
+                UserSpec::new("system:kube-scheduler", ["system:masters"]),
+                UserSpec::new("system:kube-proxy", ["system:masters"]),
+            ]
+            .into_iter()
+            .map(|spec| User {
+                spec,
+                token: random_token(),
+            })
+            .collect(),
+            None => Vec::new(),
+        };
         let mut csv = String::new();
-        for (i, u) in [&admin, &kcm_user].into_iter().chain(&users).enumerate() {
+        for (i, u) in [&admin, &kcm_user]
+            .into_iter()
+            .chain(&users)
+            .chain(&node_users)
+            .enumerate()
+        {
             // token,user,uid,"group1,group2"
             let groups = u.spec.groups.join(",").replace('"', "");
             let _ = writeln!(csv, "{},{},uid-{i},\"{groups}\"", u.token, u.spec.name);
@@ -391,16 +459,26 @@ impl ControlPlane {
             &render_kubeconfig(&server_url, &pki.ca_pem, &kcm_user.spec.name, &kcm_user.token),
         )?;
 
+        let mut node_kubeconfigs = Vec::new();
+        for u in &node_users {
+            let file = dir.join(format!("{}.kubeconfig", u.spec.name.replace(':', "-")));
+            write_file(
+                &file,
+                &render_kubeconfig(&server_url, &pki.ca_pem, &u.spec.name, &u.token),
+            )?;
+            node_kubeconfigs.push(file);
+        }
+
         let p = |name: &str| pki_dir.join(name).into_os_string();
         let flag = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| {
             let mut s = OsString::from(format!("--{k}="));
             s.push(v.as_ref());
             s
         };
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             flag("etcd-servers", &format!("http://127.0.0.1:{}", ports.etcd_client)),
-            flag("bind-address", &"127.0.0.1"),
-            flag("advertise-address", &"127.0.0.1"),
+            flag("bind-address", &bind),
+            flag("advertise-address", &bind),
             flag("secure-port", &ports.apiserver.to_string()),
             flag("insecure-port", &"0"),
             flag("cert-dir", &dir.join("apiserver-certs")),
@@ -408,15 +486,28 @@ impl ControlPlane {
             flag("tls-private-key-file", &p("apiserver.key")),
             flag("client-ca-file", &p("ca.crt")),
             flag("token-auth-file", &token_file),
-            flag("authorization-mode", &"RBAC"),
+            flag(
+                "authorization-mode",
+                &if address.is_some() { "Node,RBAC" } else { "RBAC" },
+            ),
             flag("service-account-issuer", &SERVICE_ACCOUNT_ISSUER),
             flag("service-account-key-file", &p("sa.pub")),
             flag("service-account-signing-key-file", &p("sa.key")),
             flag("service-cluster-ip-range", &"10.0.0.0/24"),
-            flag("disable-admission-plugins", &"ServiceAccount"),
             flag("allow-privileged", &"true"),
             flag("profiling", &"false"),
         ];
+        if address.is_some() {
+            // Pods get their ServiceAccount token; `kubectl logs` reaches the kubelet.
+            apiserver_args.extend([
+                flag("kubelet-client-certificate", &p("kubelet-client.crt")),
+                flag("kubelet-client-key", &p("kubelet-client.key")),
+                flag("kubelet-preferred-address-types", &"InternalIP"),
+            ]);
+        } else {
+            // No pods run: admission would only demand ServiceAccounts that nothing uses.
+            apiserver_args.push(flag("disable-admission-plugins", &"ServiceAccount"));
+        }
 
         let mut cp = ControlPlane {
             id: process::next_id(),
@@ -435,6 +526,7 @@ impl ControlPlane {
             etcd: None,
             apiserver: None,
             kcm: None,
+            node: None,
             started_in: Duration::ZERO,
         };
         // From here on, an early return drops `cp`, which kills what was started.
@@ -468,7 +560,14 @@ impl ControlPlane {
             flag("port", &"0"),
             flag("cert-dir", &dir.join("kcm-certs")),
             flag("leader-elect", &"false"),
-            flag("controllers", &KCM_CONTROLLERS),
+            flag(
+                "controllers",
+                &if address.is_some() {
+                    KCM_CONTROLLERS_WITH_NODE
+                } else {
+                    KCM_CONTROLLERS
+                },
+            ),
             flag("service-account-private-key-file", &p("sa.key")),
             flag("root-ca-file", &p("ca.crt")),
             flag("use-service-account-credentials", &"false"),
@@ -497,6 +596,26 @@ impl ControlPlane {
                 other => break other?,
             }
         }
+        if let Some(node_opts) = &opts.node {
+            let ctx = node::NodeContext {
+                opts: node_opts,
+                dir: &cp.dir,
+                log_dir: &cp.log_dir,
+                address: address.expect("node mode has an address"),
+                server_url: &cp.server_url,
+                ca_file: pki_dir.join("ca.crt"),
+                admin_token: &cp.admin.token,
+                http: cp.http()?,
+                kubelet_kubeconfig: node_kubeconfigs[0].clone(),
+                scheduler_kubeconfig: node_kubeconfigs[1].clone(),
+                proxy_kubeconfig: node_kubeconfigs[2].clone(),
+            };
+            let started = node::Node::start(ctx).await;
+            // Registered even when it failed half-way: dropping `started` tears it down.
+            let n = started?;
+            cp.node = Some(n);
+            cp.register();
+        }
         cp.started_in = t0.elapsed();
         tracing::info!(
             "control plane {} ready in {:.1?} (kubeconfig {})",
@@ -509,27 +628,12 @@ impl ControlPlane {
 
     fn register(&self) {
         let dir = (!self.keep_state).then(|| self.dir.clone());
-        process::register(self.id, self.pids(), dir);
+        let node = self.node.as_ref().map(|n| n.record().clone());
+        process::register(self.id, self.pids(), dir, node);
     }
 
     fn spawn(&self, name: &'static str, bin: &Path, args: &[OsString]) -> Result<Proc> {
-        let log = self.log_dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(Error::io(format!("opening {}", log.display())))?;
-        let err = file
-            .try_clone()
-            .map_err(Error::io("duplicating a log file handle"))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err);
-        let child = process::spawn(cmd).map_err(Error::io(format!("starting {}", bin.display())))?;
-        Ok(Proc { name, child, log })
+        spawn_logged(&self.dir, &self.log_dir, name, bin, args)
     }
 
     fn spawn_apiserver(&mut self) -> Result<()> {
@@ -688,22 +792,38 @@ impl ControlPlane {
         &self.log_dir
     }
 
-    /// The pids of etcd, kube-apiserver and kube-controller-manager (those running).
+    /// The pids of etcd, kube-apiserver and kube-controller-manager (those running), and
+    /// of the node's processes.
     pub fn pids(&self) -> Vec<u32> {
-        [&self.etcd, &self.apiserver, &self.kcm]
+        let mut pids: Vec<u32> = [&self.etcd, &self.apiserver, &self.kcm]
             .into_iter()
             .flatten()
             .map(Proc::pid)
-            .collect()
+            .collect();
+        pids.extend(self.node.iter().flat_map(node::Node::pids));
+        pids
     }
 
     /// (component name, pid) of the running processes.
     pub fn processes(&self) -> Vec<(&'static str, u32)> {
-        [&self.etcd, &self.apiserver, &self.kcm]
+        let mut procs: Vec<(&'static str, u32)> = [&self.etcd, &self.apiserver, &self.kcm]
             .into_iter()
             .flatten()
             .map(|p| (p.name, p.pid()))
-            .collect()
+            .collect();
+        procs.extend(self.node.iter().flat_map(node::Node::processes));
+        procs
+    }
+
+    /// How long the node's steps took, when it runs one.
+    pub fn node_timings(&self) -> Option<node::NodeTimings> {
+        self.node.as_ref().map(|n| n.timings)
+    }
+
+    /// The node's directory (containerd, kubelet root, CNI), when it runs one; for
+    /// [`node::janitor::leftovers`] after a stop.
+    pub fn node_dir(&self) -> Option<PathBuf> {
+        self.node.as_ref().map(|n| n.dir().to_path_buf())
     }
 
     /// How long [`ControlPlane::start`] took.
@@ -781,6 +901,9 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        // The node first: its kubelet must not outlive the apiserver it reports to, and
+        // its mounts are inside the state dir removed below.
+        drop(self.node.take());
         for proc in [&mut self.kcm, &mut self.apiserver, &mut self.etcd]
             .into_iter()
             .flatten()
@@ -822,4 +945,32 @@ pub fn render_kubeconfig(server: &str, ca_pem: &str, user: &str, token: &str) ->
         user = q(user),
         token = q(token),
     )
+}
+
+/// Starts `bin` tied to this process (see [`process`]), its output appended to
+/// `<log_dir>/<name>.log`.
+pub(crate) fn spawn_logged(
+    cwd: &Path,
+    log_dir: &Path,
+    name: &'static str,
+    bin: &Path,
+    args: &[OsString],
+) -> Result<Proc> {
+    let log = log_dir.join(format!("{name}.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(Error::io(format!("opening {}", log.display())))?;
+    let err = file
+        .try_clone()
+        .map_err(Error::io("duplicating a log file handle"))?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err);
+    let child = process::spawn(cmd).map_err(Error::io(format!("starting {}", bin.display())))?;
+    Ok(Proc { name, child, log })
 }

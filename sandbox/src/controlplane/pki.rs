@@ -12,9 +12,15 @@ pub(crate) struct Pki {
     /// Service-account token signing key (PKCS#8) and its public key (PKIX).
     pub sa_key_pem: String,
     pub sa_pub_pem: String,
+    /// The apiserver's client certificate towards kubelets (`system:masters`), signed by
+    /// the CA that kubelets trust for x509 client authentication.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
-pub(crate) fn generate() -> Result<Pki, rcgen::Error> {
+/// `extra_sans`: more DNS names or IP addresses for the serving certificate (a node's
+/// apiserver is reached on the host's address and as the `kubernetes` Service).
+pub(crate) fn generate(extra_sans: &[String]) -> Result<Pki, rcgen::Error> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
@@ -29,13 +35,15 @@ pub(crate) fn generate() -> Result<Pki, rcgen::Error> {
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
     let serving_key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![
+    let mut sans = vec![
         "127.0.0.1".to_string(),
         "localhost".to_string(),
         "kubernetes".to_string(),
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
-    ])?;
+    ];
+    sans.extend(extra_sans.iter().cloned());
+    let mut params = CertificateParams::new(sans)?;
     params
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
@@ -46,8 +54,22 @@ pub(crate) fn generate() -> Result<Pki, rcgen::Error> {
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = params.signed_by(&serving_key, &ca_cert, &ca_key)?;
 
+    let client_key = KeyPair::generate()?;
+    let mut client = CertificateParams::new(Vec::<String>::new())?;
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+    client
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &ca_cert, &ca_key)?;
+
     let sa_key = KeyPair::generate()?;
     Ok(Pki {
+        kubelet_client_cert_pem: client_cert.pem(),
+        kubelet_client_key_pem: client_key.serialize_pem(),
         ca_pem: ca_cert.pem(),
         serving_cert_pem: serving_cert.pem(),
         serving_key_pem: serving_key.serialize_pem(),

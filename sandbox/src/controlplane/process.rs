@@ -142,6 +142,7 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
 struct Registered {
     pids: Vec<u32>,
     dir: Option<PathBuf>,
+    node: Option<super::node::janitor::Record>,
 }
 
 fn registry() -> &'static Mutex<HashMap<u64, Registered>> {
@@ -157,11 +158,18 @@ fn registry() -> &'static Mutex<HashMap<u64, Registered>> {
 
 /// Registers (or updates) the processes and state dir of one control plane, so that
 /// process exit cleans them up even if the control plane is never dropped.
-pub(crate) fn register(id: u64, pids: Vec<u32>, dir: Option<PathBuf>) {
+/// `node`: a node's record, torn down (after the pids are killed, before the state dir is
+/// removed, since the node's mounts are inside it).
+pub(crate) fn register(
+    id: u64,
+    pids: Vec<u32>,
+    dir: Option<PathBuf>,
+    node: Option<super::node::janitor::Record>,
+) {
     registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(id, Registered { pids, dir });
+        .insert(id, Registered { pids, dir, node });
 }
 
 pub(crate) fn unregister(id: u64) {
@@ -187,6 +195,11 @@ extern "C" fn cleanup_at_exit() {
                     libc::kill(pid as libc::pid_t, libc::SIGKILL);
                     libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
                 }
+            }
+        }
+        for entry in &entries {
+            if let Some(rec) = &entry.node {
+                super::node::janitor::teardown(rec);
             }
         }
         for entry in entries {
