@@ -940,7 +940,7 @@ async fn two_replicas_hand_over_and_roll_with_one_reconciler_at_a_time() {
 
     // Never two reconcilers at once: the pods' leadership intervals do not overlap.
     let mut intervals = leadership_intervals(&logs);
-    intervals.sort_by(|a, b| ts(&a.1).cmp(&ts(&b.1)));
+    intervals.sort_by_key(|a| ts(&a.1));
     assert!(
         intervals.len() >= 3,
         "leaderships seen: {intervals:?} (logs: {logs:?})"
