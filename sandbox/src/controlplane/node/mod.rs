@@ -261,22 +261,7 @@ impl Node {
             reference: PAUSE_IMAGE.to_string(),
         };
         for image in std::iter::once(&pause).chain(&ctx.opts.images) {
-            let mut cmd = ctr(&[
-                "images".as_ref(),
-                "import".as_ref(),
-                "--index-name".as_ref(),
-                image.reference.as_ref(),
-                image.archive.as_os_str(),
-            ]);
-            let out = run_bounded(&mut cmd, IMPORT_TIMEOUT)?;
-            if !out.status.success() {
-                return Err(Error::Node(format!(
-                    "importing {} as {}: {}",
-                    image.archive.display(),
-                    image.reference,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
+            import_image(&ctr, image).await?;
         }
         self.timings.images = t_images.elapsed();
         self.timings.runtime_and_images = t0.elapsed();
@@ -446,5 +431,42 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<std::process::Outpu
                 limit.as_secs()
             )))
         }
+    }
+}
+
+/// How many times an image import is tried. containerd 1.6 right after its start now and
+/// then answers an import of an unchanged archive with "content digest ...: not found"
+/// (seen in 2 of some 40 node starts here); the same import then succeeds. An import is
+/// idempotent, so it is retried, a bounded number of times.
+const IMPORT_ATTEMPTS: u32 = 3;
+
+async fn import_image(ctr: &impl Fn(&[&std::ffi::OsStr]) -> Command, image: &ImageArchive) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        let mut cmd = ctr(&[
+            "images".as_ref(),
+            "import".as_ref(),
+            "--index-name".as_ref(),
+            image.reference.as_ref(),
+            image.archive.as_os_str(),
+        ]);
+        let out = run_bounded(&mut cmd, IMPORT_TIMEOUT)?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if attempt >= IMPORT_ATTEMPTS || !stderr.contains("not found") {
+            return Err(Error::Node(format!(
+                "importing {} as {} (attempt {attempt} of {IMPORT_ATTEMPTS}): {stderr}",
+                image.archive.display(),
+                image.reference,
+            )));
+        }
+        eprintln!(
+            "node: importing {} failed ({stderr}); trying again",
+            image.reference
+        );
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
