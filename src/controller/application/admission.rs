@@ -19,6 +19,30 @@ pub struct EffectivePolicy {
 /// A reason the Application cannot proceed, with the message users read.
 pub type Refusal = (Reason, String);
 
+/// Longest value of a rotate or revoke-all request annotation. The value is copied into
+/// status and the Secret's credential record; unbounded, a 256 KiB annotation would make the
+/// Secret write fail after a password was issued, on every pass.
+pub const MAX_REQUEST_LENGTH: usize = 253;
+
+/// The request annotations (`dcr-operator.io/rotate`, `dcr-operator.io/revoke-all`) are
+/// short enough to record.
+pub fn requests_bounded(app: &Application) -> Result<(), Refusal> {
+    for key in [super::ROTATE_ANNOTATION, super::REVOKE_ALL_ANNOTATION] {
+        if let Some(value) = app.annotations().get(key) {
+            let length = value.chars().count();
+            if length > MAX_REQUEST_LENGTH {
+                return Err((
+                    Reason::InvalidSpec,
+                    format!(
+                        "metadata.annotations[{key}] is {length} characters long; at most {MAX_REQUEST_LENGTH} are allowed"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The immutable fields against what the status recorded, for clusters without CEL
 /// (Kubernetes < 1.25 accepts any change to them).
 pub fn immutable_fields_kept(app: &Application, recorded: &ApplicationStatus) -> Result<(), Refusal> {
@@ -169,6 +193,22 @@ mod tests {
     fn app(credentials: serde_json::Value) -> Application {
         let spec = json!({"authStrategyRef": {"name": "s"}, "credentials": credentials});
         Application::new("a", serde_json::from_value(spec).unwrap())
+    }
+
+    #[test]
+    fn request_annotations_longer_than_the_bound_are_refused() {
+        let mut a = app(json!({}));
+        assert!(requests_bounded(&a).is_ok());
+        let at_bound = "r".repeat(MAX_REQUEST_LENGTH);
+        a.annotations_mut()
+            .insert(super::super::ROTATE_ANNOTATION.into(), at_bound);
+        assert!(requests_bounded(&a).is_ok());
+        let over = "r".repeat(MAX_REQUEST_LENGTH + 1);
+        a.annotations_mut()
+            .insert(super::super::REVOKE_ALL_ANNOTATION.into(), over);
+        let (reason, message) = requests_bounded(&a).unwrap_err();
+        assert_eq!(reason, Reason::InvalidSpec);
+        assert!(message.contains("dcr-operator.io/revoke-all"), "{message}");
     }
 
     #[test]

@@ -299,6 +299,9 @@ async fn gate(app: &Application, ctx: &Context) -> Result<Result<Gate, Refusal>>
             return Ok(Err(refusal));
         }
     }
+    if let Err(refusal) = admission::requests_bounded(app) {
+        return Ok(Err(refusal));
+    }
     let policy = match admission::effective_policy(app, &strategy) {
         Ok(p) => p,
         Err(refusal) => return Ok(Err(refusal)),
