@@ -520,7 +520,7 @@ async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
     let body = json!({
         "displayName": "left behind",
         "tags": ["dcr-operator", format!("dcr-operator:cluster:{}", support::operator::CLUSTER_NAME), format!("dcr-operator:uid:{gone_uid}")],
-        "owners@odata.bind": [format!("{}/directoryObjects/{}", s.emu.graph_v1(), s.admin.sp_id)]
+        "owners@odata.bind": [format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", s.admin.sp_id)]
     });
     assert!(graph(&s, reqwest::Method::POST, "/applications", Some(body))
         .await

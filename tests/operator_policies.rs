@@ -488,7 +488,7 @@ async fn orphan_policy_beats_purge_and_the_client_is_not_reported() {
     let body = json!({
         "displayName": "left behind",
         "tags": ["dcr-operator", format!("dcr-operator:cluster:{CLUSTER_NAME}"), format!("dcr-operator:uid:{gone_uid}")],
-        "owners@odata.bind": [format!("{}/directoryObjects/{}", s.emu.graph_v1(), s.admin.sp_id)]
+        "owners@odata.bind": [format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", s.admin.sp_id)]
     });
     assert!(graph_post(s, "/applications", body).await.is_success());
     let patch = json!({"metadata": {"annotations": {"test.dcr-operator.io/poke": "1"}}});

@@ -28,7 +28,11 @@ pub struct EmulatorConfig {
     /// For this long after an application or service principal is created, reads, PATCH,
     /// addPassword (and other writes addressed to it) answer 404 `Request_ResourceNotFound`,
     /// a service principal create for the new app answers 400 `NoBackingApplicationObject`,
-    /// and the token endpoint does not know it yet (contract §7, checklist 3).
+    /// and the token endpoint does not know it yet (contract §7, checklist 3). A new service
+    /// principal is invisible as long: reads 404 and the token endpoint answers
+    /// AADSTS7000229 for its app. After `addPassword`/`removePassword`, reads of the
+    /// application show the earlier `passwordCredentials` as long (the token endpoint
+    /// knows the change at once).
     #[serde(with = "secs")]
     pub replication_lag: Duration,
     /// For this long after an application or service principal is soft-deleted, deleted
