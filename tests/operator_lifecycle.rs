@@ -515,16 +515,61 @@ async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
         "released client untagged: {tags:?}"
     );
 
-    // An application tagged by this cluster for an Application that no longer exists.
+    // An application tagged by this cluster for an Application that no longer exists, with
+    // the uniqueName this cluster gives it, owned by the operator: an orphan.
+    let cluster = support::operator::CLUSTER_NAME;
+    let tagged = |uid: &str, unique_name: &str, owned: bool| {
+        let mut body = json!({
+            "displayName": "left behind",
+            "uniqueName": unique_name,
+            "tags": ["dcr-operator", format!("dcr-operator:cluster:{cluster}"), format!("dcr-operator:uid:{uid}")],
+        });
+        if owned {
+            body["owners@odata.bind"] = json!([format!(
+                "https://graph.microsoft.com/v1.0/directoryObjects/{}",
+                s.admin.sp_id
+            )]);
+        }
+        body
+    };
     let gone_uid = uuid::Uuid::new_v4().to_string();
-    let body = json!({
-        "displayName": "left behind",
-        "tags": ["dcr-operator", format!("dcr-operator:cluster:{}", support::operator::CLUSTER_NAME), format!("dcr-operator:uid:{gone_uid}")],
-        "owners@odata.bind": [format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", s.admin.sp_id)]
-    });
+    let body = tagged(&gone_uid, &format!("dcr-{cluster}-{gone_uid}"), true);
     assert!(graph(&s, reqwest::Method::POST, "/applications", Some(body))
         .await
         .is_success());
+    // Tagged the same way but not provably this cluster's: a foreign uniqueName (owned by
+    // the operator all the same), and this cluster's scheme but another owner.
+    let foreign_uid = uuid::Uuid::new_v4().to_string();
+    let body = tagged(&foreign_uid, &format!("someone-elses-{foreign_uid}"), true);
+    assert!(graph(&s, reqwest::Method::POST, "/applications", Some(body))
+        .await
+        .is_success());
+    let unowned_uid = uuid::Uuid::new_v4().to_string();
+    let other_admin = s.emu.seed_admin_app(
+        &s.admin.tenant_id,
+        sandbox::graph::GraphPermission::ApplicationReadWriteAll,
+    );
+    let created = s
+        .emu
+        .http_client()
+        .post(format!("{}/applications", s.emu.graph_v1()))
+        .bearer_auth(s.emu.mint_token(&other_admin))
+        .json(&tagged(
+            &unowned_uid,
+            &format!("dcr-{cluster}-{unowned_uid}"),
+            false,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{created:?}");
+    let live = |uid: &str| {
+        s.emu
+            .state()
+            .applications()
+            .find(|a| a.tags.iter().any(|t| t.ends_with(uid)))
+            .map(|a| a.deleted_date_time.is_none())
+    };
     let orphan = || {
         let state = s.emu.state();
         let found = state
@@ -534,6 +579,14 @@ async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
         found
     };
 
+    let provider_events = || async {
+        s.events()
+            .await
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(s.provider.as_str()))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
     let poke_provider = |n: u32| {
         let patch = json!({"metadata": {"annotations": {"test.dcr-operator.io/poke": n.to_string()}}});
         let providers = s.providers();
@@ -557,19 +610,75 @@ async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
     .await;
     assert_eq!(orphan().map(|o| o.1), Some(false), "reported, not deleted");
 
+    // Opting in: the first delete is refused (403); the provider stays Ready, says so on
+    // the provider, and the next sweep deletes it. The foreign two are kept throughout.
+    s.emu.update_config(|c| {
+        c.faults.operations = vec!["application.delete".into()];
+        c.faults.error_status = 403;
+        c.faults.error_next = 1;
+    });
     let mut spec = s.provider_spec();
     spec["azureAD"]["orphanedApplications"] = json!("Delete");
     s.apply_provider_spec(spec).await;
+    wait_for("the refused delete to be reported", TIMEOUT, || async {
+        let events = provider_events().await;
+        Ok::<_, kube::Error>(events.iter().any(|(r, _)| r == "OrphanNotDeleted").then_some(()))
+    })
+    .await;
+    let p = s
+        .wait_ready(&s.providers(), &s.provider, "True", Some("Ready"))
+        .await;
+    assert!(
+        p.status
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "OrphanDeletion"),
+        "an explicit cluster name: deletion is not refused"
+    );
+    let mut n = 2;
     wait_for(
         "the orphan to be deleted once the provider opts in",
         TIMEOUT,
-        || async {
-            let p = s.providers().get(&s.provider).await?;
-            let count = p.status.map(|st| st.orphaned_applications).unwrap_or(99);
-            Ok::<_, kube::Error>((count == 0 && orphan().is_some_and(|o| o.1)).then_some(()))
+        || {
+            n += 1;
+            let poke = poke_provider(n);
+            async {
+                poke.await;
+                let p = s.providers().get(&s.provider).await?;
+                let count = p.status.map(|st| st.orphaned_applications).unwrap_or(99);
+                Ok::<_, kube::Error>((count == 0 && orphan().is_some_and(|o| o.1)).then_some(()))
+            }
         },
     )
     .await;
+    assert_eq!(live(&foreign_uid), Some(true), "a foreign uniqueName is kept");
+    assert_eq!(
+        live(&unowned_uid),
+        Some(true),
+        "an application the operator does not own is kept"
+    );
+    // One Warning per skipped application (the recorder folds repeats of a reason into one
+    // series, so the log names each).
+    let events = provider_events().await;
+    assert!(events.iter().any(|(r, _)| r == "OrphanSkipped"), "{events:?}");
+    let logs = s.operator.logs();
+    for uid in [&foreign_uid, &unowned_uid] {
+        let id = s
+            .emu
+            .state()
+            .applications()
+            .find(|a| a.tags.iter().any(|t| t.ends_with(uid.as_str())))
+            .map(|a| a.id.clone())
+            .unwrap();
+        assert!(
+            logs.contains(&format!("application {id} (client"))
+                && logs.contains("is not provably this cluster's"),
+            "{uid} reported as skipped"
+        );
+    }
+    s.wait_ready(&s.providers(), &s.provider, "True", Some("Ready"))
+        .await;
     assert!(
         s.emu
             .state()
