@@ -921,9 +921,19 @@ both_profiles!(an_application_soft_deleted_while_status_lost_its_id_is_restored)
 /// Status lost the object id (restored from a backup without status, say) and the Entra
 /// application was deleted out of band: its uniqueName is still reserved by the deleted item,
 /// so the upsert answers 400. The operator finds it in deleted items and restores it: the
-/// same client, no second application.
+/// same client, no second application. Listing deleted items needs `Application.Read.All`
+/// besides OwnedBy (see `a_soft_deleted_application_without_read_all_is_reported_not_replaced`).
 async fn an_application_soft_deleted_while_status_lost_its_id_is_restored(test: &str, profile: Profile) {
-    let s = Scenario::start(test, profile).await;
+    let s = Scenario::start_with_permissions(
+        test,
+        profile.config(),
+        support::operator::operator().await,
+        &[
+            sandbox::graph::GraphPermission::ApplicationReadWriteOwnedBy,
+            sandbox::graph::GraphPermission::ApplicationReadAll,
+        ],
+    )
+    .await;
     s.create_app("lost", json!({})).await;
     let (app, _) = ready_app(&s, "lost").await;
     let st = app.status.clone().unwrap();
@@ -1260,5 +1270,97 @@ async fn forged_status_ids_never_touch_another_application() {
     );
     drop(state);
     s.wait_ready(&s.apps(), "a", "True", Some("Ready")).await;
+    s.teardown().await;
+}
+
+/// With `Application.ReadWrite.OwnedBy` alone (the scenario's admin), the deleted-items
+/// listing is 403: an Application whose status lost its ids while its Entra application
+/// sits in deleted items (holding the uniqueName) reports `InsufficientPermissions` naming
+/// `Application.Read.All`, registers nothing new, and recovers once the application is
+/// restored by hand (restore of an owned item is allowed under OwnedBy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_deleted_application_without_read_all_is_reported_not_replaced() {
+    let s = Scenario::start("deleted_items_denied", Profile::Ideal).await;
+    s.create_app("held", json!({})).await;
+    let (app, key) = ready_app(&s, "held").await;
+    let st = status_of(&app);
+    let (client_id, object_id) = (st.client_id.unwrap(), st.application_object_id.unwrap());
+    // Deleted out of band, and status loses the id. A pass already under way may still
+    // restore it by the id it read: then do it again, until a pass meets the deleted item
+    // with no id to restore by.
+    let live = |s: &Scenario| {
+        s.emu
+            .state()
+            .application(&client_id)
+            .is_some_and(|a| a.deleted_date_time.is_none())
+    };
+    let failed = wait_for(
+        "the refused deleted-items listing to be reported",
+        TIMEOUT,
+        || async {
+            let app = s.apps().get("held").await?;
+            let condition = Scenario::ready_condition(&app);
+            if condition["reason"] == "InsufficientPermissions" {
+                return Ok::<_, kube::Error>(Some(app));
+            }
+            if live(&s) {
+                graph(
+                    &s,
+                    reqwest::Method::DELETE,
+                    &format!("/applications/{object_id}"),
+                    None,
+                )
+                .await;
+            }
+            if status_of(&app).application_object_id.is_some() {
+                let forget = json!({"status": {"applicationObjectId": null}});
+                s.apps()
+                    .patch_status("held", &PatchParams::default(), &Patch::Merge(&forget))
+                    .await?;
+                poke(&s, "held").await;
+            }
+            Ok(None)
+        },
+    )
+    .await;
+    let message = Scenario::ready_condition(&failed)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("Application.Read.All"), "{message}");
+    assert!(message.contains("deletedItems"), "{message}");
+    assert!(
+        s.requests_seen("deletedItems.list", "", Some(403)) >= 1,
+        "the listing was asked and refused"
+    );
+    let warned = warnings(&s, "held", &["InsufficientPermissions"]).await;
+    assert!(
+        warned.iter().any(|w| w.contains("Application.Read.All")),
+        "{warned:?}"
+    );
+    let ours = |s: &Scenario| {
+        let uid = app.metadata.uid.clone().unwrap();
+        s.emu
+            .state()
+            .applications()
+            .filter(|a| a.tags.iter().any(|t| t.ends_with(&uid)))
+            .count()
+    };
+    assert_eq!(ours(&s), 1, "no second application");
+
+    // Restored by hand: the next pass finds it by uniqueName, same client, same key.
+    let restored = graph(
+        &s,
+        reqwest::Method::POST,
+        &format!("/directory/deletedItems/{object_id}/restore"),
+        Some(json!({})),
+    )
+    .await;
+    assert!(restored.is_success(), "{restored}");
+    poke(&s, "held").await;
+    let (app, now_key) = ready_app(&s, "held").await;
+    assert_eq!(status_of(&app).client_id.as_deref(), Some(client_id.as_str()));
+    assert_eq!(now_key, key);
+    assert_eq!(ours(&s), 1);
     s.teardown().await;
 }

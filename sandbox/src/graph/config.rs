@@ -178,8 +178,8 @@ impl EmulatorConfig {
                 self.throttling.scale
             ));
         }
-        if self.faults.error_status != 503 && self.faults.error_status != 504 {
-            return Err("faults.error_status must be 503 or 504".into());
+        if ![403, 503, 504].contains(&self.faults.error_status) {
+            return Err("faults.error_status must be 403, 503 or 504".into());
         }
         if self.token_lifetime.is_zero() {
             return Err("token_lifetime must be > 0".into());
@@ -319,7 +319,9 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// Answer the next N requests with `error_status`.
     pub error_next: u32,
-    /// 503 (default) or 504 (contract §2.1: 504 may occur together with 503).
+    /// 503 (default) or 504 (contract §2.1: 504 may occur together with 503), or 403
+    /// `Authorization_RequestDenied` on Graph calls (a consent or policy withdrawn under
+    /// the caller, say).
     pub error_status: u16,
     /// `Retry-After` on injected 503/504s; `None` omits it.
     #[serde(with = "opt_secs")]

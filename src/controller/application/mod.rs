@@ -1209,7 +1209,10 @@ async fn deliver_credential(
         if due.contains(&key) {
             continue;
         }
-        revoke(graph, &entra_app.id, &key).await?;
+        if !revoked_now(graph, &entra_app.id, &key).await? {
+            // Listed by a read that predates its removal (this operator's own, say): no news.
+            continue;
+        }
         let note = format!(
             "revoked secret {key}, which no Secret records (left by an interrupted issue or added by hand)"
         );
@@ -1337,14 +1340,20 @@ async fn not_active_message(
 }
 
 async fn revoke(graph: &GraphClient, object_id: &str, key_id: &str) -> Result<()> {
+    revoked_now(graph, object_id, key_id).await.map(|_| ())
+}
+
+/// Removes a password; `false` when it was gone already.
+async fn revoked_now(graph: &GraphClient, object_id: &str, key_id: &str) -> Result<bool> {
     match graph.remove_password(object_id, key_id).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
         // Entra answers 400 to removing a key it does not have: revoked already (by a pass
-        // cut short, or listed by a read that predates the removal).
+        // cut short, or listed by a read that predates the removal: reads of
+        // passwordCredentials lag a removal by the replication window).
         Err(GraphError::BadRequest(info)) => {
             tracing::debug!(%key_id, error = %info, "password already gone");
-            Ok(())
+            Ok(false)
         }
         Err(source) => Err(Error::RevokeCredential {
             key_id: key_id.to_string(),
