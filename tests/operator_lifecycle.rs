@@ -1364,3 +1364,36 @@ async fn a_soft_deleted_application_without_read_all_is_reported_not_replaced() 
     assert_eq!(ours(&s), 1);
     s.teardown().await;
 }
+
+/// A new service principal replicates for a while (6 s here), and the token endpoint answers
+/// AADSTS7000229 for its client meanwhile (contract §1.1, §5): the operator proves the one
+/// secret it issued again later, as a secret still activating, and issues no second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicating_service_principal_costs_no_second_password() {
+    let cfg = sandbox::graph::EmulatorConfig {
+        replication_lag: std::time::Duration::from_secs(6),
+        ..Default::default()
+    };
+    let s = Scenario::start_with_config("sp_replicating", cfg, support::operator::operator().await).await;
+    s.create_app("fresh", json!({})).await;
+    let (app, key) = ready_app(&s, "fresh").await;
+    let client_id = status_of(&app).client_id.unwrap();
+    let object_id = status_of(&app).application_object_id.unwrap();
+    let requests = s.emu.requests();
+    let refused = requests
+        .iter()
+        .filter(|r| r.operation == "token.v2" && r.status == 401)
+        .filter(|r| r.app_id.as_deref() == Some(client_id.as_str()))
+        .count();
+    assert!(
+        refused >= 1,
+        "a token request met the replicating service principal"
+    );
+    assert_eq!(
+        s.requests_seen("application.addPassword", &object_id, Some(200)),
+        1,
+        "one password issued"
+    );
+    assert_eq!(provider_keys(&s, &client_id), vec![key]);
+    s.teardown().await;
+}
