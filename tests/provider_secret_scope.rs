@@ -5,6 +5,7 @@
 #[macro_use]
 mod support;
 
+use dcr_operator::crd::DcrProvider;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::Api;
@@ -57,14 +58,31 @@ async fn a_provider_secret_in_an_app_namespace_is_refused_and_never_sent() {
             }
         })
     };
-    s.apply_provider_spec(spec(s.ns.name(), stolen)).await;
+    // A provider of its own (the scenario's provider's tenant is immutable).
+    let name = format!("{}-refused", s.ns.name());
+    let apply = |spec: serde_json::Value| {
+        let obj: DcrProvider = serde_json::from_value(json!({
+            "apiVersion": "dcr-operator.io/v1alpha1", "kind": "DcrProvider",
+            "metadata": {"name": name, "labels": s.ns.owned_labels()},
+            "spec": spec
+        }))
+        .unwrap();
+        let providers = s.providers();
+        let name = name.clone();
+        async move {
+            providers
+                .patch(
+                    &name,
+                    &PatchParams::apply("e2e-test").force(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .expect("provider");
+        }
+    };
+    apply(spec(s.ns.name(), stolen)).await;
     let p = s
-        .wait_ready(
-            &s.providers(),
-            &s.provider,
-            "False",
-            Some("SecretNamespaceNotAllowed"),
-        )
+        .wait_ready(&s.providers(), &name, "False", Some("SecretNamespaceNotAllowed"))
         .await;
     let message = Scenario::ready_condition(&p)["message"]
         .as_str()
@@ -86,7 +104,7 @@ async fn a_provider_secret_in_an_app_namespace_is_refused_and_never_sent() {
                 .iter()
                 .any(|e| {
                     e.reason.as_deref() == Some("SecretNamespaceNotAllowed")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(s.provider.as_str())
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
                 })
                 .then_some(()),
         )
@@ -94,13 +112,8 @@ async fn a_provider_secret_in_an_app_namespace_is_refused_and_never_sent() {
     .await;
     // Editing the app team's Secret re-triggers nothing that reads it.
     put_secret(&s.secrets(), stolen, &format!("{}-edited", admin.client_secret)).await;
-    s.wait_ready(
-        &s.providers(),
-        &s.provider,
-        "False",
-        Some("SecretNamespaceNotAllowed"),
-    )
-    .await;
+    s.wait_ready(&s.providers(), &name, "False", Some("SecretNamespaceNotAllowed"))
+        .await;
     assert_eq!(
         idp.request_counts().values().map(|c| c.total).sum::<u64>(),
         0,
@@ -112,13 +125,12 @@ async fn a_provider_secret_in_an_app_namespace_is_refused_and_never_sent() {
     // IdP above would have seen the value had the operator read it.
     let allowed = format!("{}-other-admin", s.ns.name());
     put_secret(&s.admin_secrets(), &allowed, &admin.client_secret).await;
-    s.apply_provider_spec(spec(PROVIDER_SECRET_NAMESPACE, &allowed))
-        .await;
-    s.wait_ready(&s.providers(), &s.provider, "True", Some("Ready"))
-        .await;
+    apply(spec(PROVIDER_SECRET_NAMESPACE, &allowed)).await;
+    s.wait_ready(&s.providers(), &name, "True", Some("Ready")).await;
     assert!(idp.requests().iter().any(|r| r.operation.starts_with("token")));
 
     let _ = s.admin_secrets().delete(&allowed, &DeleteParams::default()).await;
     let _ = s.secrets().delete(stolen, &DeleteParams::default()).await;
+    let _ = s.providers().delete(&name, &DeleteParams::default()).await;
     s.teardown().await;
 }
