@@ -29,6 +29,17 @@ pub struct RunConfig {
     #[arg(long = "namespaces", env = "DCR_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
 
+    /// Namespaces a DcrProvider's admin Secret may be in (comma-separated); default: the
+    /// operator's own ($POD_NAMESPACE, else dcr-system). A provider whose
+    /// `spec.initialClient.clientSecretRef.namespace` is another is refused and its Secret
+    /// never read. Install-time: the RBAC grants Secret reads in exactly these.
+    #[arg(
+        long = "provider-secret-namespaces",
+        env = "DCR_PROVIDER_SECRET_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub provider_secret_namespaces: Vec<String>,
+
     /// Objects of one kind reconciled at the same time.
     #[arg(long, env = "DCR_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
@@ -108,6 +119,12 @@ pub struct RunConfig {
     pub leader_election_retry_period: Duration,
 }
 
+/// Namespace the operator runs in when `POD_NAMESPACE` does not say.
+pub const DEFAULT_NAMESPACE: &str = "dcr-system";
+
+/// Most namespaces `--provider-secret-namespaces` may list (one watch each).
+pub const MAX_PROVIDER_SECRET_NAMESPACES: usize = 32;
+
 impl RunConfig {
     /// The namespace of the Lease and the record key: the flag, else `POD_NAMESPACE`, else
     /// `dcr-system`.
@@ -115,12 +132,26 @@ impl RunConfig {
         self.leader_election_namespace
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| crate::leader::DEFAULT_NAMESPACE.to_string())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+    }
+
+    /// The namespaces provider admin Secrets may be read from: the flag's, else the
+    /// operator's own.
+    pub fn provider_secret_namespaces(&self) -> Vec<String> {
+        if !self.provider_secret_namespaces.is_empty() {
+            return self.provider_secret_namespaces.clone();
+        }
+        let own = std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        vec![own]
     }
 
     /// Checks what single flags cannot: the leader-election timing must leave a leader time
     /// to stop before anybody else may take its Lease over.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_provider_secret_namespaces()?;
         let (lease, renew, retry) = (
             self.leader_election_lease_duration,
             self.leader_election_renew_deadline,
@@ -147,6 +178,34 @@ fn parse_unhealthy_after(s: &str) -> Result<Duration, String> {
     } else {
         Err("--unhealthy-after must be between 1s and 1h".into())
     }
+}
+
+impl RunConfig {
+    fn validate_provider_secret_namespaces(&self) -> Result<(), String> {
+        let listed = &self.provider_secret_namespaces;
+        if listed.len() > MAX_PROVIDER_SECRET_NAMESPACES {
+            return Err(format!(
+                "--provider-secret-namespaces lists {} namespaces; at most {MAX_PROVIDER_SECRET_NAMESPACES} are allowed",
+                listed.len()
+            ));
+        }
+        match listed.iter().find(|ns| !is_dns_label(ns)) {
+            Some(bad) => Err(format!(
+                "--provider-secret-namespaces: {bad:?} is not a namespace name (1-63 of a-z, 0-9, '-')"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An RFC 1123 label, as namespace names are.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn parse_cluster_name(s: &str) -> Result<String, String> {
@@ -208,6 +267,23 @@ mod tests {
             "500ms",
         ]);
         assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn provider_secret_namespaces_default_to_the_operators_own_and_are_checked() {
+        let own = run_config(&[]).provider_secret_namespaces();
+        assert_eq!(own.len(), 1);
+        let listed = run_config(&["--provider-secret-namespaces", "dcr-system,idp-admin"]);
+        assert_eq!(listed.provider_secret_namespaces(), ["dcr-system", "idp-admin"]);
+        assert!(listed.validate().is_ok());
+        for bad in ["Upper", "a_b", "-x", "a.b"] {
+            let c = run_config(&[&format!("--provider-secret-namespaces={bad}")]);
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
+        let many = vec!["ns"; MAX_PROVIDER_SECRET_NAMESPACES + 1].join(",");
+        assert!(run_config(&["--provider-secret-namespaces", &many])
+            .validate()
+            .is_err());
     }
 
     #[test]

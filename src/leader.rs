@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Namespace of the Lease when neither the flag nor `POD_NAMESPACE` names one.
-pub const DEFAULT_NAMESPACE: &str = "dcr-system";
+pub use crate::config::DEFAULT_NAMESPACE;
 
 /// What a candidate does about the Lease it has just read.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -682,8 +682,8 @@ fn every_duration_field_carries_the_bounds() {
     }
     assert_eq!(
         found.len(),
-        7,
-        "the strategy's five and the Application's two: {found:?}"
+        8,
+        "the strategy's five, the Application's two and its status.accessGrace: {found:?}"
     );
 }
 

@@ -107,7 +107,7 @@ async fn healthz_fails_while_the_apiserver_is_gone_and_recovers_after() {
     assert!(noticed >= UNHEALTHY_AFTER, "failed before the bound: {noticed:?}");
     let watches = [
         "provider/DcrProvider",
-        "provider/Secret",
+        "provider/Secret/dcr-e2e-providers",
         "strategy/AuthStrategy",
         "strategy/DcrProvider",
         "application/Application",

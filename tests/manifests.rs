@@ -101,6 +101,18 @@ fn default_install_holds_the_crds_rbac_and_deployment() {
     assert_eq!(role["metadata"]["namespace"], "dcr-system");
     assert_eq!(role["rules"][0]["resources"][0], "leases");
     find(&docs, "RoleBinding", "dcr-operator-leader-election");
+    // Provider admin Secrets: read and watched in the operator's namespace only.
+    let secrets = find(&docs, "Role", "dcr-operator-provider-secrets");
+    assert_eq!(secrets["metadata"]["namespace"], "dcr-system");
+    assert_eq!(secrets["rules"], provider_secret_rules());
+    let binding = find(&docs, "RoleBinding", "dcr-operator-provider-secrets");
+    assert_eq!(binding["metadata"]["namespace"], "dcr-system");
+    assert_eq!(binding["subjects"][0]["name"], "dcr-operator");
+}
+
+/// The provider admin Secrets' rules: read, list and watch (metadata), nothing else.
+fn provider_secret_rules() -> Value {
+    serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}])
 }
 
 #[test]
@@ -451,10 +463,26 @@ fn chart_defaults_install_a_hardened_leader_electing_operator_without_optional_p
     );
     let service = one_of_kind(&docs, "Service");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
-    one_of_kind(&docs, "Role");
-    one_of_kind(&docs, "RoleBinding");
+    assert!(!args.iter().any(|a| a.starts_with("--provider-secret-namespaces")));
+    // Leader election, the record key and provider admin Secrets in the release namespace.
+    let roles = of_kind(&docs, "Role");
+    assert_eq!(roles.len(), 3, "{roles:?}");
+    assert!(roles.iter().all(|r| r["metadata"]["namespace"] == "dcr-system"));
+    assert_eq!(of_kind(&docs, "RoleBinding").len(), 3);
     let sa = one_of_kind(&docs, "ServiceAccount");
     assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
+}
+
+/// The rendered object of `kind` whose name ends with `suffix`.
+fn named<'a>(docs: &'a [Value], kind: &str, suffix: &str) -> &'a Value {
+    of_kind(docs, kind)
+        .into_iter()
+        .find(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(suffix))
+        })
+        .unwrap_or_else(|| panic!("no {kind} named *{suffix}"))
 }
 
 #[test]
@@ -462,9 +490,30 @@ fn chart_rbac_grants_exactly_what_config_rbac_grants() {
     let config = kustomize("config/rbac");
     let expected_cluster = &find(&config, "ClusterRole", "dcr-operator")["rules"];
     let expected_leases = &find(&config, "Role", "dcr-operator-leader-election")["rules"];
+    let expected_secrets = &find(&config, "Role", "dcr-operator-provider-secrets")["rules"];
+    let expected_record_key = &find(&config, "Role", "dcr-operator-record-key")["rules"];
     let docs = helm_template(&[]);
     assert_eq!(&one_of_kind(&docs, "ClusterRole")["rules"], expected_cluster);
-    assert_eq!(&one_of_kind(&docs, "Role")["rules"], expected_leases);
+    assert_eq!(
+        &named(&docs, "Role", "-leader-election")["rules"],
+        expected_leases
+    );
+    assert_eq!(
+        &named(&docs, "Role", "-provider-secrets")["rules"],
+        expected_secrets
+    );
+    assert_eq!(
+        &named(&docs, "Role", "-record-key")["rules"],
+        expected_record_key
+    );
+    // The record key: created once, then read by its name only.
+    assert_eq!(
+        *expected_record_key,
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["dcr-operator-record-key"], "verbs": ["get"]}
+        ])
+    );
     // The leader-election module reads, creates and replaces its Lease: nothing more.
     assert_eq!(
         *expected_leases,
@@ -474,16 +523,34 @@ fn chart_rbac_grants_exactly_what_config_rbac_grants() {
     );
     // Bindings name the rendered roles and the operator's ServiceAccount.
     let sa = one_of_kind(&docs, "ServiceAccount")["metadata"]["name"].clone();
-    for (binding, role) in [("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")] {
-        let b = one_of_kind(&docs, binding);
-        assert_eq!(b["roleRef"]["name"], one_of_kind(&docs, role)["metadata"]["name"]);
+    let b = one_of_kind(&docs, "ClusterRoleBinding");
+    assert_eq!(
+        b["roleRef"]["name"],
+        one_of_kind(&docs, "ClusterRole")["metadata"]["name"]
+    );
+    assert_eq!(b["subjects"][0]["name"], sa);
+    assert_eq!(b["subjects"][0]["namespace"], "dcr-system");
+    for suffix in ["-leader-election", "-provider-secrets", "-record-key"] {
+        let b = named(&docs, "RoleBinding", suffix);
+        assert_eq!(
+            b["roleRef"]["name"],
+            named(&docs, "Role", suffix)["metadata"]["name"]
+        );
         assert_eq!(b["subjects"][0]["name"], sa);
         assert_eq!(b["subjects"][0]["namespace"], "dcr-system");
     }
 
     // Without leader election: no Lease role and no --leader-elect; without rbac.create: no RBAC.
     let docs = helm_template(&["--set", "leaderElection.enabled=false"]);
-    assert!(of_kind(&docs, "Role").is_empty() && of_kind(&docs, "RoleBinding").is_empty());
+    assert_eq!(of_kind(&docs, "Role").len(), 2);
+    assert_eq!(
+        &named(&docs, "Role", "-provider-secrets")["rules"],
+        expected_secrets
+    );
+    assert_eq!(
+        &named(&docs, "Role", "-record-key")["rules"],
+        expected_record_key
+    );
     assert!(!deployment_args(&docs)
         .iter()
         .any(|a| a.starts_with("--leader-elect")));
@@ -491,6 +558,52 @@ fn chart_rbac_grants_exactly_what_config_rbac_grants() {
     for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
         assert!(of_kind(&docs, kind).is_empty(), "{kind}");
     }
+}
+
+#[test]
+fn chart_with_namespaces_grants_secrets_only_in_them() {
+    let config = kustomize("config/rbac");
+    let cluster_rules = find(&config, "ClusterRole", "dcr-operator")["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let is_secrets = |r: &Value| r["resources"].as_array().unwrap().iter().any(|x| x == "secrets");
+    let credential_rule: Vec<Value> = cluster_rules.iter().filter(|r| is_secrets(r)).cloned().collect();
+    let other_rules: Vec<Value> = cluster_rules.iter().filter(|r| !is_secrets(r)).cloned().collect();
+    let docs = helm_template(&[
+        "--set",
+        "operator.namespaces={orders,billing}",
+        "--set",
+        "operator.providerSecretNamespaces={idp-admin,dcr-system}",
+    ]);
+    // No Secret rule cluster-wide: config/rbac's rule is a Role in each listed namespace.
+    assert_eq!(
+        one_of_kind(&docs, "ClusterRole")["rules"],
+        Value::Array(other_rules)
+    );
+    let in_namespaces = |suffix: &str| -> Vec<String> {
+        of_kind(&docs, "Role")
+            .into_iter()
+            .filter(|r| r["metadata"]["name"].as_str().unwrap().ends_with(suffix))
+            .map(|r| r["metadata"]["namespace"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(in_namespaces("-credential-secrets"), ["orders", "billing"]);
+    assert_eq!(in_namespaces("-provider-secrets"), ["idp-admin", "dcr-system"]);
+    for role in of_kind(&docs, "Role") {
+        let name = role["metadata"]["name"].as_str().unwrap();
+        if name.ends_with("-credential-secrets") {
+            assert_eq!(role["rules"], Value::Array(credential_rule.clone()));
+        } else if name.ends_with("-provider-secrets") {
+            assert_eq!(role["rules"], provider_secret_rules());
+        }
+    }
+    for binding in of_kind(&docs, "RoleBinding") {
+        assert_eq!(binding["subjects"][0]["namespace"], "dcr-system", "{binding}");
+    }
+    assert!(deployment_args(&docs)
+        .iter()
+        .any(|a| a == "--provider-secret-namespaces=idp-admin,dcr-system"));
 }
 
 /// Scalar leaves of a values file with their paths (booleans left out: they switch parts
@@ -542,6 +655,7 @@ fn chart_values_reach_the_manifests() {
         "--concurrency=9",
         "--activation-timeout=3m",
         "--namespaces=orders,billing",
+        "--provider-secret-namespaces=idp-admin",
         "--metrics-addr=0.0.0.0:9090",
         "--health-addr=0.0.0.0:9092",
         "--extra-ca-file=/etc/dcr-operator/extra-ca/ca.crt",
@@ -665,6 +779,10 @@ fn chart_values_schema_rejects_what_the_operator_would_reject() {
         ("metrics.port=0", "/metrics/port"),
         ("metrics.prot=8080", "prot"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        (
+            "operator.providerSecretNamespaces={Not_A_Namespace}",
+            "/operator/providerSecretNamespaces",
+        ),
     ] {
         let err = run_helm(&["template", "dcr", CHART, "--set", set]).unwrap_err();
         assert!(err.contains(complaint), "--set {set}: {err}");

@@ -300,7 +300,7 @@ async fn provider_secret_wrong_then_fixed_and_missing_then_created(test: &str, p
     s.wait_ready(&s.strategies(), &s.strategy, "True", Some("Ready"))
         .await;
 
-    s.secrets()
+    s.admin_secrets()
         .delete(&s.admin_secret, &DeleteParams::default())
         .await
         .unwrap();

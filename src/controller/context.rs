@@ -20,6 +20,8 @@ pub struct Settings {
     pub cluster_name: String,
     pub resync_period: Duration,
     pub activation_timeout: Duration,
+    /// Where provider admin Secrets may be read (see `--provider-secret-namespaces`).
+    pub provider_secret_namespaces: Vec<String>,
 }
 
 impl Settings {
@@ -41,6 +43,7 @@ impl From<&RunConfig> for Settings {
             cluster_name: c.cluster_name.clone(),
             resync_period: c.resync_period,
             activation_timeout: c.activation_timeout,
+            provider_secret_namespaces: c.provider_secret_namespaces(),
         }
     }
 }
@@ -76,7 +79,12 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
-            providers: ProviderClients::new(metrics.clone(), extra_ca_pem, settings.inventory()),
+            providers: ProviderClients::new(
+                metrics.clone(),
+                extra_ca_pem,
+                settings.inventory(),
+                settings.provider_secret_namespaces.clone(),
+            ),
             application_edits: ChangeTracker::default(),
             client,
             metrics,

@@ -74,6 +74,9 @@ pub enum Error {
     #[error("the object has no {0}")]
     MissingObjectKey(&'static str),
 
+    #[error("{0}")]
+    CleanupBlocked(String),
+
     // NB: boxed because finalizer::Error<Error> contains Error.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
@@ -99,6 +102,7 @@ impl Error {
             Error::MissingPermission { .. } => "InsufficientPermissions",
             Error::VerifyProvider(_) => "VerifyProvider",
             Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::CleanupBlocked(_) => "CleanupBlocked",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.category(),
                 finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => "Finalizer",

@@ -59,6 +59,25 @@ pub enum RunError {
     },
 }
 
+/// The providers whose admin Secret `secret` is.
+fn admin_secret_users(
+    providers: &kube::runtime::reflector::Store<Decoded<DcrProvider>>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<Decoded<DcrProvider>>> {
+    let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+    providers
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.ok().is_some_and(|p| {
+                let r = &p.spec.initial_client.client_secret_ref;
+                r.namespace == ns && r.name == name
+            })
+        })
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
 /// Runs every controller until a shutdown signal.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client = kube_client(&config).await?;
@@ -115,10 +134,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let concurrency = controller::Config::default().concurrency(config.concurrency);
 
-    // DcrProvider, re-run when its admin Secret changes. Any Secret may be one, so all are
-    // watched, but as metadata only: the data of the cluster's Secrets (Helm releases,
-    // certificates) is never sent to the operator nor parsed by it; the admin Secret itself
-    // is read when a provider is reconciled.
+    // DcrProvider, re-run when its admin Secret changes. Admin Secrets may only be in the
+    // --provider-secret-namespaces, so only those are watched, as metadata: the data of
+    // other Secrets there is never sent to the operator; the admin Secret itself is read
+    // when a provider is reconciled.
     // Every watch decodes into `Decoded`: an object the types refuse is reported on itself
     // and never fails the list of its kind.
     // Every watch reports to `health` (see `watched`).
@@ -134,29 +153,21 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         provider_store.clone(),
     );
     // `Api<PartialObjectMeta<_>>` lists and watches with metadata-only requests.
-    let providers = providers
-        .watches_stream(
-            watched(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default(),
-                health.probe("provider/Secret"),
+    let providers = config
+        .provider_secret_namespaces()
+        .into_iter()
+        .fold(providers, |providers, namespace| {
+            let store = provider_store.clone();
+            providers.watches_stream(
+                watched(
+                    Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &namespace),
+                    watcher::Config::default(),
+                    health.probe(format!("provider/Secret/{namespace}")),
+                )
+                .touched_objects(),
+                move |secret: PartialObjectMeta<Secret>| admin_secret_users(&store, &secret),
             )
-            .touched_objects(),
-            move |secret: PartialObjectMeta<Secret>| {
-                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                provider_store
-                    .state()
-                    .into_iter()
-                    .filter(|p| {
-                        p.ok().is_some_and(|p| {
-                            let r = &p.spec.initial_client.client_secret_ref;
-                            r.namespace == ns && r.name == name
-                        })
-                    })
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-        )
+        })
         .with_config(concurrency.clone())
         .shutdown_on_signal()
         .run(

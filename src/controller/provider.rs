@@ -210,6 +210,7 @@ fn client_error(e: ClientError) -> Result<Verification> {
     let reason = match &e {
         ClientError::SecretNotFound { .. } => Reason::SecretNotFound,
         ClientError::SecretKeyNotFound { .. } => Reason::SecretKeyNotFound,
+        ClientError::SecretNamespaceNotAllowed { .. } => Reason::SecretNamespaceNotAllowed,
         _ => Reason::InvalidSpec,
     };
     let message = match reason {

@@ -18,6 +18,8 @@ use url::Url;
 /// Why a provider has no client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("spec.initialClient.clientSecretRef.namespace {namespace:?} is not a namespace the operator reads provider Secrets from (allowed: {allowed}; set at install time with --provider-secret-namespaces); the Secret was not read")]
+    SecretNamespaceNotAllowed { namespace: String, allowed: String },
     #[error("Secret {namespace}/{name} does not exist")]
     SecretNotFound { namespace: String, name: String },
     #[error("Secret {namespace}/{name} has no key {key:?}")]
@@ -54,26 +56,41 @@ pub struct ProviderClients {
     extra_ca_pem: Option<Vec<u8>>,
     /// How each client keeps its inventory of this operator's objects.
     inventory: InventoryConfig,
+    /// The only namespaces admin Secrets are read from.
+    secret_namespaces: Vec<String>,
     cache: Mutex<HashMap<String, (Fingerprint, Arc<GraphClient>)>>,
 }
 
 impl ProviderClients {
-    pub fn new(observer: Arc<Metrics>, extra_ca_pem: Option<Vec<u8>>, inventory: InventoryConfig) -> Self {
+    pub fn new(
+        observer: Arc<Metrics>,
+        extra_ca_pem: Option<Vec<u8>>,
+        inventory: InventoryConfig,
+        secret_namespaces: Vec<String>,
+    ) -> Self {
         Self {
             observer,
             extra_ca_pem,
             inventory,
+            secret_namespaces,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     /// The client for `provider`, reading its admin Secret (one GET) to notice changes.
+    /// A Secret outside the allowed namespaces is never read: a provider must not make the
+    /// operator send an app team's Secret to the endpoint the provider names.
     pub async fn client_for(
         &self,
         kube: &Client,
         provider: &DcrProvider,
     ) -> Result<Arc<GraphClient>, ClientError> {
         let secret_ref = &provider.spec.initial_client.client_secret_ref;
+        if let Err(e) = secret_namespace_allowed(&self.secret_namespaces, secret_ref) {
+            // A client built before the namespace was refused must not stay usable.
+            self.forget(&provider.name_any());
+            return Err(e);
+        }
         let secret = read_secret(kube, secret_ref).await?;
         let fingerprint = Fingerprint {
             uid: provider.uid().unwrap_or_default(),
@@ -109,6 +126,17 @@ impl ProviderClients {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(provider_name);
     }
+}
+
+/// Whether `r` names a namespace admin Secrets may be read from.
+fn secret_namespace_allowed(allowed: &[String], r: &SecretKeyRef) -> Result<(), ClientError> {
+    if allowed.contains(&r.namespace) {
+        return Ok(());
+    }
+    Err(ClientError::SecretNamespaceNotAllowed {
+        namespace: r.namespace.clone(),
+        allowed: allowed.join(", "),
+    })
 }
 
 async fn read_secret(kube: &Client, r: &SecretKeyRef) -> Result<Secret, ClientError> {
@@ -181,4 +209,31 @@ pub fn graph_config(
     }
     config.validate()?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_ref(namespace: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            namespace: namespace.into(),
+            name: "admin".into(),
+            key: "client_secret".into(),
+        }
+    }
+
+    #[test]
+    fn admin_secrets_are_read_only_from_the_allowed_namespaces() {
+        let allowed = vec!["dcr-system".to_string(), "idp-admin".to_string()];
+        assert!(secret_namespace_allowed(&allowed, &secret_ref("dcr-system")).is_ok());
+        assert!(secret_namespace_allowed(&allowed, &secret_ref("idp-admin")).is_ok());
+        let e = secret_namespace_allowed(&allowed, &secret_ref("orders")).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.starts_with("spec.initialClient.clientSecretRef.namespace \"orders\""),
+            "{message}"
+        );
+        assert!(message.contains("allowed: dcr-system, idp-admin"), "{message}");
+    }
 }

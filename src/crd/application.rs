@@ -222,6 +222,33 @@ pub struct ApplicationStatus {
     /// The last value of the `dcr-operator.io/revoke-all` annotation acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_revoke_all_request: Option<String>,
+    /// The DcrProvider the credentials were issued through: what revocation and cleanup use
+    /// once the AuthStrategy is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The strategy's `credentials.revokePreviousAfter` while it admitted the Application:
+    /// how long the credentials keep working after access is removed, also once the
+    /// strategy is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_duration_schema")]
+    pub access_grace: Option<GoDuration>,
+    /// Set while the AuthStrategy no longer admits the Application (namespace not allowed,
+    /// strategy deleted): when its secrets are, or were, revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_removed: Option<AccessRemoved>,
+}
+
+/// Access was removed: the secrets are revoked at `revokeAt` unless access is restored.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRemoved {
+    /// When the operator first saw the Application refused.
+    pub since: Time,
+    /// When its secrets are revoked (`since` + the grace in effect).
+    pub revoke_at: Time,
+    /// When its secrets were revoked and its Secret deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Time>,
 }
 
 /// A rotation in progress: the new secret is issued and stored, and becomes the Secret's

@@ -49,6 +49,8 @@ pub enum Reason {
     SecretNotFound,
     /// The referenced Secret exists but lacks the key.
     SecretKeyNotFound,
+    /// The referenced Secret is in a namespace the operator does not read admin Secrets from.
+    SecretNamespaceNotAllowed,
     /// The IdP rejected the initial client's secret.
     InvalidClientSecret,
     /// The IdP does not know the initial client id.
@@ -83,6 +85,8 @@ pub enum Reason {
     SecretConflict,
     /// The IdP rejected a request in a way retrying will not fix.
     ProviderError,
+    /// Deletion waits: the provider to clean up at no longer exists.
+    CleanupBlocked,
 }
 
 impl Reason {
@@ -94,6 +98,7 @@ impl Reason {
             Reason::Deleting => "Deleting",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::SecretKeyNotFound => "SecretKeyNotFound",
+            Reason::SecretNamespaceNotAllowed => "SecretNamespaceNotAllowed",
             Reason::InvalidClientSecret => "InvalidClientSecret",
             Reason::ClientNotFound => "ClientNotFound",
             Reason::TenantNotFound => "TenantNotFound",
@@ -109,6 +114,7 @@ impl Reason {
             Reason::CredentialPolicyViolation => "CredentialPolicyViolation",
             Reason::SecretConflict => "SecretConflict",
             Reason::ProviderError => "ProviderError",
+            Reason::CleanupBlocked => "CleanupBlocked",
         }
     }
 
@@ -120,6 +126,7 @@ impl Reason {
         Reason::Deleting,
         Reason::SecretNotFound,
         Reason::SecretKeyNotFound,
+        Reason::SecretNamespaceNotAllowed,
         Reason::InvalidClientSecret,
         Reason::ClientNotFound,
         Reason::TenantNotFound,
@@ -135,6 +142,7 @@ impl Reason {
         Reason::CredentialPolicyViolation,
         Reason::SecretConflict,
         Reason::ProviderError,
+        Reason::CleanupBlocked,
     ];
 }
 

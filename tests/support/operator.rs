@@ -164,6 +164,10 @@ fn spawn(
                 ])
                 .args(["--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
                 .args(["--activation-timeout", "30s"])
+                .args([
+                    "--provider-secret-namespaces",
+                    super::scenario::PROVIDER_SECRET_NAMESPACE,
+                ])
                 .args(&extra_args)
                 .env(
                     "RUST_LOG",

@@ -23,8 +23,14 @@ pub struct Scenario {
     /// Names of this test's cluster-scoped objects.
     pub provider: String,
     pub strategy: String,
+    /// The admin client's Secret, in [`PROVIDER_SECRET_NAMESPACE`] (the test operators read
+    /// provider Secrets there only).
     pub admin_secret: String,
 }
+
+/// Where every scenario keeps its admin client's Secret: the test operators run with
+/// `--provider-secret-namespaces` naming it (see `support::operator`).
+pub const PROVIDER_SECRET_NAMESPACE: &str = "dcr-e2e-providers";
 
 /// Fault profiles the end-to-end suite runs under.
 #[derive(Clone, Copy, Debug)]
@@ -97,13 +103,14 @@ impl Scenario {
         let s = Scenario {
             provider: format!("{}-entra", ns.name()),
             strategy: format!("{}-strategy", ns.name()),
-            admin_secret: "entra-admin".into(),
+            admin_secret: format!("{}-entra-admin", ns.name()),
             client,
             ns,
             emu,
             admin,
             operator,
         };
+        ensure_provider_secret_namespace(&s.client).await;
         s.put_admin_secret(&s.admin.client_secret.clone()).await;
         s.apply_provider().await;
         s.apply_strategy(json!({"names": [s.ns.name()]})).await;
@@ -122,16 +129,20 @@ impl Scenario {
     pub fn secrets(&self) -> Api<Secret> {
         self.ns.api(&self.client)
     }
+    /// Secrets of the namespace provider admin Secrets are in.
+    pub fn admin_secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), PROVIDER_SECRET_NAMESPACE)
+    }
 
     /// Creates or replaces the admin client's Secret with `value`.
     pub async fn put_admin_secret(&self, value: &str) {
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": self.admin_secret, "namespace": self.ns.name()},
+            "metadata": {"name": self.admin_secret, "namespace": PROVIDER_SECRET_NAMESPACE},
             "stringData": {"client_secret": value}
         }))
         .unwrap();
-        self.secrets()
+        self.admin_secrets()
             .patch(
                 &self.admin_secret,
                 &PatchParams::apply("e2e-test").force(),
@@ -153,7 +164,7 @@ impl Scenario {
             },
             "initialClient": {
                 "clientId": self.admin.client_id,
-                "clientSecretRef": {"namespace": self.ns.name(), "name": self.admin_secret, "key": "client_secret"}
+                "clientSecretRef": {"namespace": PROVIDER_SECRET_NAMESPACE, "name": self.admin_secret, "key": "client_secret"}
             }
         })
     }
@@ -353,6 +364,21 @@ impl Scenario {
             .providers()
             .delete(&self.provider, &DeleteParams::default())
             .await;
+        let _ = self
+            .admin_secrets()
+            .delete(&self.admin_secret, &DeleteParams::default())
+            .await;
+    }
+}
+
+/// Creates [`PROVIDER_SECRET_NAMESPACE`] unless it exists.
+async fn ensure_provider_secret_namespace(client: &Client) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": PROVIDER_SECRET_NAMESPACE}})).unwrap();
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("namespace {PROVIDER_SECRET_NAMESPACE}: {e}"),
     }
 }
 

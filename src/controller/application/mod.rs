@@ -9,6 +9,7 @@
 //! is written right after `addPassword`; keys no record names are revoked once they are old
 //! enough not to belong to a write in flight.
 
+pub mod access;
 pub mod admission;
 pub mod changes;
 pub mod credential;
@@ -51,6 +52,9 @@ pub const FINALIZER: &str = "dcr-operator.io/cleanup";
 pub const ROTATE_ANNOTATION: &str = "dcr-operator.io/rotate";
 /// Any new value issues a new secret and revokes every other one at once (compromise).
 pub const REVOKE_ALL_ANNOTATION: &str = "dcr-operator.io/revoke-all";
+/// `"true"` lets a deletion whose provider-side cleanup cannot happen (provider gone) go
+/// on, leaving the client and its secrets at the provider.
+pub const ABANDON_ANNOTATION: &str = "dcr-operator.io/abandon";
 const MANAGER: &str = "dcr-operator/application";
 /// How soon a secret that the provider does not accept yet is tried again.
 const ACTIVATION_RECHECK: Duration = Duration::from_secs(3);
@@ -110,8 +114,15 @@ async fn apply(app: &Application, ctx: &Context, api: &Api<Application>) -> Resu
         Ok(()) => gate(app, ctx).await,
     };
     let result = match gated {
-        Ok(Ok(gate)) => converge(app, ctx, &gate, &mut status, api, reads).await,
-        Ok(Err(refusal)) => Ok(Outcome::from(refusal)),
+        Ok(Ok(gate)) => {
+            access::admitted(
+                &mut status,
+                &gate.strategy.spec.provider_ref.name,
+                gate.strategy.spec.credentials.revoke_previous_after.into(),
+            );
+            converge(app, ctx, &gate, &mut status, api, reads).await
+        }
+        Ok(Err(refusal)) => access::refused(app, ctx, &mut status, refusal).await,
         Err(e) => Err(e),
     };
     if matches!(result, Ok(Outcome::Ready { .. })) {
@@ -1467,15 +1478,17 @@ fn until(now: Timestamp, then: Timestamp) -> Duration {
     Duration::try_from(then.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
-/// The provider an Application's strategy points at, and its Graph client; None when the
-/// strategy or the provider no longer exists (nothing can be done at the provider then).
+/// The provider an Application's strategy points at (once the strategy is gone: the one
+/// its status recorded), and its Graph client; None when that provider no longer exists
+/// (nothing can be done at the provider then).
 async fn provider_of(app: &Application, ctx: &Context) -> Result<Option<(DcrProvider, Arc<GraphClient>)>> {
     let strategy_name = &app.spec.auth_strategy_ref.name;
     let strategy = read::get_opt(&Api::<AuthStrategy>::all(ctx.client.clone()), strategy_name).await?;
-    let Some(strategy) = strategy else {
+    let recorded = app.status.as_ref().and_then(|s| s.provider.clone());
+    let Some(provider_name) = strategy.map(|s| s.spec.provider_ref.name).or(recorded) else {
         return Ok(None);
     };
-    let provider_name = &strategy.spec.provider_ref.name;
+    let provider_name = &provider_name;
     let provider = read::get_opt(&Api::<DcrProvider>::all(ctx.client.clone()), provider_name).await?;
     let Some(provider) = provider else {
         return Ok(None);
@@ -1603,8 +1616,32 @@ async fn release(app: &Application, ctx: &Context, status: &ApplicationStatus) -
         .map_err(Error::UpdateApplication)
 }
 
-/// Removes the provider side unless the Application says Orphan. A provider that no longer
-/// exists cannot be cleaned: that is reported and deletion goes on.
+/// A deletion whose provider is gone: the finalizer stays (the client and its secrets
+/// would otherwise stay valid at the provider, unseen) until the provider is back, or until
+/// the Application is annotated `dcr-operator.io/abandon: "true"`.
+async fn cleanup_blocked(app: &Application, ctx: &Context, status: ApplicationStatus) -> Result<Action> {
+    let client = format!(
+        "client {} (application {})",
+        status.client_id.as_deref().unwrap_or_default(),
+        status.application_object_id.as_deref().unwrap_or_default()
+    );
+    let provider = status.provider.as_deref().unwrap_or("(not recorded)");
+    if app.annotations().get(ABANDON_ANNOTATION).map(String::as_str) == Some("true") {
+        let note = format!(
+            "abandoned {client} at DcrProvider {provider} ({ABANDON_ANNOTATION}): it and its secrets stay at the provider until deleted there"
+        );
+        events::publish(ctx, app, EventType::Warning, "Abandoned", "Delete", note).await;
+        return Ok(Action::await_change());
+    }
+    let message = format!(
+        "cannot delete {client}: DcrProvider {provider} no longer exists; deletion waits for it (recreate it, or annotate {ABANDON_ANNOTATION}=true to leave the client at the provider)"
+    );
+    let api: Api<Application> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let condition = DesiredCondition::not_ready(Reason::CleanupBlocked, message.clone());
+    finish(app, ctx, &api, &status, status.clone(), condition).await?;
+    Err(Error::CleanupBlocked(message))
+}
+
 /// Whether the Application's deletion began within the replication window.
 fn deleted_recently(app: &Application, ctx: &Context) -> bool {
     app.metadata.deletion_timestamp.as_ref().is_some_and(|t| {
@@ -1629,12 +1666,7 @@ async fn cleanup(app: &Application, ctx: &Context) -> Result<Action> {
     }
     let Some((provider, graph)) = provider_of(app, ctx).await? else {
         if status.application_object_id.is_some() {
-            let note = format!(
-                "cannot delete provider-side application {} ({}): its AuthStrategy or DcrProvider is gone",
-                status.application_object_id.unwrap_or_default(),
-                status.client_id.unwrap_or_default()
-            );
-            events::publish(ctx, app, EventType::Warning, "ProviderGone", "Delete", note).await;
+            return cleanup_blocked(app, ctx, status).await;
         }
         return Ok(Action::await_change());
     };
