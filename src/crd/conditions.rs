@@ -78,6 +78,9 @@ pub enum Reason {
     SecretConflict,
     /// The IdP rejected a request in a way retrying will not fix.
     ProviderError,
+    /// A rotate or revoke-all request came sooner than the strategy allows after the
+    /// previous one (on the `Throttled` condition).
+    RequestRateLimited,
 }
 
 impl Reason {
@@ -103,6 +106,7 @@ impl Reason {
             Reason::CredentialPolicyViolation => "CredentialPolicyViolation",
             Reason::SecretConflict => "SecretConflict",
             Reason::ProviderError => "ProviderError",
+            Reason::RequestRateLimited => "RequestRateLimited",
         }
     }
 
@@ -128,6 +132,7 @@ impl Reason {
         Reason::CredentialPolicyViolation,
         Reason::SecretConflict,
         Reason::ProviderError,
+        Reason::RequestRateLimited,
     ];
 }
 
@@ -236,6 +241,14 @@ pub fn set_condition(
     }
 }
 
+/// Removes the condition of `type_` (one that only shows while something is under way,
+/// like `Throttled`). Returns true when there was one.
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: ConditionType) -> bool {
+    let before = conditions.len();
+    conditions.retain(|c| c.type_ != type_.as_str());
+    conditions.len() != before
+}
+
 /// The condition of a type, if present.
 pub fn find_condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())
@@ -335,6 +348,19 @@ mod tests {
             !is_ready(&conditions, Some(2)),
             "Ready for an older generation is not Ready"
         );
+    }
+
+    #[test]
+    fn a_passing_condition_is_removed_and_others_kept() {
+        let mut conditions = vec![];
+        set_condition(&mut conditions, DesiredCondition::ready("ok"), Some(1), t(0));
+        let throttled =
+            DesiredCondition::new(ConditionType::Throttled, Status::True, Reason::Throttled, "429");
+        set_condition(&mut conditions, throttled, Some(1), t(1));
+        assert!(remove_condition(&mut conditions, ConditionType::Throttled));
+        assert!(!remove_condition(&mut conditions, ConditionType::Throttled));
+        assert_eq!(conditions.len(), 1);
+        assert!(is_ready(&conditions, Some(1)));
     }
 
     #[test]
