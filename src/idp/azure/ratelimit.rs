@@ -52,7 +52,8 @@ impl RateLimiter {
     }
 
     /// Waits for a permit on behalf of `namespace` (`""` for cluster-scoped work); returns how
-    /// long it waited, or [`MustWait`] when no permit came within the bound.
+    /// long it waited (zero when a permit was free), or [`MustWait`] when no permit came
+    /// within the bound.
     pub async fn acquire(&self, namespace: &str) -> Result<Duration, MustWait> {
         let start = Instant::now();
         let deadline = start + self.max_wait;
@@ -69,11 +70,12 @@ impl RateLimiter {
             limiter: self,
             id: Some(id),
         };
+        let mut waited = Duration::ZERO;
         loop {
             let next = self.dispatch();
             if rx.try_recv().is_ok() {
                 enlisted.id = None;
-                return Ok(start.elapsed());
+                return Ok(waited);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -85,7 +87,7 @@ impl RateLimiter {
                     })
                 } else {
                     // Granted between the dispatch above and now.
-                    Ok(start.elapsed())
+                    Ok(now - start)
                 };
             }
             let wake = next.map_or(deadline, |n| n.min(deadline));
@@ -98,6 +100,7 @@ impl RateLimiter {
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
+            waited = start.elapsed();
         }
     }
 
@@ -435,7 +438,11 @@ mod tests {
     #[tokio::test]
     async fn acquire_hands_back_what_it_cannot_serve_in_time() {
         let limiter = RateLimiter::new(RateLimit { qps: 0.01, burst: 1 }, Duration::from_millis(50));
-        assert!(limiter.acquire("a").await.is_ok(), "a full bucket serves at once");
+        assert_eq!(
+            limiter.acquire("a").await,
+            Ok(Duration::ZERO),
+            "a full bucket serves at once"
+        );
         let refused = limiter
             .acquire("b")
             .await
