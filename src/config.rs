@@ -45,6 +45,21 @@ pub struct RunConfig {
     #[arg(long, env = "DCR_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,
 
+    /// `/healthz` fails once a controller's watch has kept failing this long without an
+    /// event (or at once when a controller stream ended), so that the kubelet restarts a
+    /// stuck process. 1s to 1h.
+    #[arg(long, env = "DCR_UNHEALTHY_AFTER", default_value = "2m", value_parser = parse_unhealthy_after)]
+    pub unhealthy_after: Duration,
+
+    /// Secret in the operator's namespace holding the key that signs the credential record
+    /// of every credential Secret; created with a random key if missing.
+    #[arg(
+        long,
+        env = "DCR_RECORD_KEY_SECRET",
+        default_value = "dcr-operator-record-key"
+    )]
+    pub record_key_secret: String,
+
     /// Log format.
     #[arg(long, env = "DCR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -69,7 +84,8 @@ pub struct RunConfig {
     #[arg(long, env = "DCR_LEADER_ELECT")]
     pub leader_elect: bool,
 
-    /// Namespace of the leader-election Lease; default: $POD_NAMESPACE, else dcr-system.
+    /// The operator's own namespace (leader-election Lease, record key Secret); default:
+    /// $POD_NAMESPACE, else dcr-system.
     #[arg(long, env = "DCR_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
 
@@ -93,6 +109,15 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The namespace of the Lease and the record key: the flag, else `POD_NAMESPACE`, else
+    /// `dcr-system`.
+    pub fn operator_namespace(&self) -> String {
+        self.leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| crate::leader::DEFAULT_NAMESPACE.to_string())
+    }
+
     /// Checks what single flags cannot: the leader-election timing must leave a leader time
     /// to stop before anybody else may take its Lease over.
     pub fn validate(&self) -> Result<(), String> {
@@ -112,6 +137,15 @@ impl RunConfig {
             ));
         }
         Ok(())
+    }
+}
+
+fn parse_unhealthy_after(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+        Ok(d)
+    } else {
+        Err("--unhealthy-after must be between 1s and 1h".into())
     }
 }
 

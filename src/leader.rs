@@ -2,7 +2,8 @@
 //! during a rolling update, say) only one reconciles. It follows client-go's leaderelection:
 //!
 //! - a candidate takes the Lease when it does not exist, has no holder, is held by this
-//!   identity already, or was last renewed more than `leaseDurationSeconds` ago ([`decide`]);
+//!   identity already, or has not changed for `leaseDurationSeconds` as this candidate
+//!   observed it ([`decide`], [`Observation`]);
 //! - every write is a create, or a replace carrying the `resourceVersion` that was read
 //!   (optimistic concurrency): of two candidates racing for the Lease, the apiserver lets
 //!   exactly one win and answers 409 to the other;
@@ -13,17 +14,26 @@
 //! - on graceful shutdown, once the controllers stopped, the leader releases the Lease (no
 //!   holder) so that a standby takes over at its next retry instead of after expiry.
 //!
-//! Expiry is judged from the Lease's `renewTime` against the local clock, so the nodes'
-//! clocks must agree to well within the lease duration (15 s by default), as NTP ensures.
+//! Expiry is judged by locally observed time, as client-go does: a candidate notes on its
+//! own monotonic clock when it last saw the Lease change (holder, times, resourceVersion),
+//! and the Lease has expired when `leaseDurationSeconds` passed locally since then. The
+//! `renewTime` written by another node's clock is never compared with this node's, so
+//! clock skew between nodes cannot make a standby take over a live leader, nor delay the
+//! takeover of a dead one.
 //! The API calls need `get`, `create` and `update` on leases (config/rbac).
+//!
+//! Not a crate: kube-lease-manager (0.13, kube 5) judges expiry as `renewTime +
+//! duration` against the local wall clock, the skew bug this module avoids;
+//! kube-coordinate does not support kube 5.
 
 use crate::config::RunConfig;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use std::convert::Infallible;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -43,8 +53,41 @@ pub enum Action {
     Wait { holder: String, expires_in: Duration },
 }
 
-/// The decision, from the Lease's spec (`None`: no Lease), the time and our identity.
-pub fn decide(lease: Option<&LeaseSpec>, now: Timestamp, me: &str) -> Action {
+/// Longest lease duration a Lease may claim (a bound on a hostile or broken value): a day.
+const MAX_LEASE_DURATION_SECS: i32 = 86_400;
+
+/// When this candidate last saw the Lease change, on its own monotonic clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    resource_version: Option<String>,
+    spec: LeaseSpec,
+    /// When the record above was first seen.
+    pub seen_at: Instant,
+}
+
+impl Observation {
+    /// The observation after reading `spec` (at `resource_version`) at `now`: the previous
+    /// one if nothing changed, so that its `seen_at` keeps counting.
+    pub fn update(
+        previous: Option<Observation>,
+        resource_version: Option<&str>,
+        spec: &LeaseSpec,
+        now: Instant,
+    ) -> Observation {
+        match previous {
+            Some(p) if p.resource_version.as_deref() == resource_version && &p.spec == spec => p,
+            _ => Observation {
+                resource_version: resource_version.map(str::to_string),
+                spec: spec.clone(),
+                seen_at: now,
+            },
+        }
+    }
+}
+
+/// The decision, from the Lease's spec (`None`: no Lease), when we first saw it as it is
+/// (`seen_at`, local monotonic time), the local time now, and our identity.
+pub fn decide(lease: Option<&LeaseSpec>, seen_at: Instant, now: Instant, me: &str) -> Action {
     let Some(spec) = lease else {
         return Action::Create;
     };
@@ -55,13 +98,14 @@ pub fn decide(lease: Option<&LeaseSpec>, now: Timestamp, me: &str) -> Action {
     if holder.is_empty() {
         return Action::Acquire;
     }
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return Action::Acquire;
-    };
-    let duration = SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0).into());
-    let expires_in = renewed.0.duration_since(now) + duration;
-    match Duration::try_from(expires_in) {
-        Ok(left) if !left.is_zero() => Action::Wait {
+    let secs = spec
+        .lease_duration_seconds
+        .unwrap_or(0)
+        .clamp(0, MAX_LEASE_DURATION_SECS);
+    let duration = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let unchanged_for = now.saturating_duration_since(seen_at);
+    match duration.checked_sub(unchanged_for) {
+        Some(left) if !left.is_zero() => Action::Wait {
             holder: holder.to_string(),
             expires_in: left,
         },
@@ -120,11 +164,7 @@ impl Settings {
     /// the identity is the instance name (`POD_NAME`), else the host name with a random
     /// suffix.
     pub fn from_config(config: &RunConfig) -> Settings {
-        let namespace = config
-            .leader_election_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let namespace = config.operator_namespace();
         let identity = config
             .instance
             .clone()
@@ -153,6 +193,8 @@ impl Settings {
 pub struct Elector {
     api: Api<Lease>,
     settings: Settings,
+    /// The Lease as last read, and since when it looked so.
+    observed: Mutex<Option<Observation>>,
 }
 
 /// The outcome of one attempt.
@@ -172,6 +214,7 @@ impl Elector {
         Elector {
             api: Api::namespaced(client, &settings.namespace),
             settings,
+            observed: Mutex::new(None),
         }
     }
 
@@ -270,16 +313,33 @@ impl Elector {
         }
     }
 
+    /// Records the Lease as read at `now`; returns since when it has looked like this.
+    fn observe(&self, lease: Option<&Lease>, spec: Option<&LeaseSpec>, now: Instant) -> Instant {
+        // A poisoned lock only means a panic elsewhere mid-update; the value is still usable.
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(spec) = spec else {
+            *observed = None;
+            return now;
+        };
+        let rv = lease.and_then(|l| l.metadata.resource_version.as_deref());
+        let next = Observation::update(observed.take(), rv, spec, now);
+        let seen_at = next.seen_at;
+        *observed = Some(next);
+        seen_at
+    }
+
     /// Reads the Lease and creates, takes or renews it when [`decide`] says so; a write
     /// another one beat (409) is a [`Attempt::Conflict`], and we do not hold the Lease.
     async fn attempt(&self) -> Result<Attempt, kube::Error> {
         let s = &self.settings;
         let current = self.api.get_opt(&s.lease_name).await?;
-        let now = Timestamp::now();
+        let local_now = Instant::now();
         let empty = LeaseSpec::default();
         let spec = current.as_ref().map(|l| l.spec.as_ref().unwrap_or(&empty));
-        let action = decide(spec, now, &s.identity);
-        let next = next_spec(spec, &action, now, &s.identity, s.lease_duration);
+        let seen_at = self.observe(current.as_ref(), spec, local_now);
+        let action = decide(spec, seen_at, local_now, &s.identity);
+        // The written times are for people and tools; no candidate judges expiry by them.
+        let next = next_spec(spec, &action, Timestamp::now(), &s.identity, s.lease_duration);
         let written = match (&action, current) {
             (Action::Wait { holder, .. }, _) => return Ok(Attempt::Follower(holder.clone())),
             (Action::Create, _) | (_, None) => {
@@ -346,68 +406,112 @@ mod tests {
         }
     }
 
+    /// Local monotonic time, `secs` after an origin.
+    fn local(secs: u64) -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now) + Duration::from_secs(secs)
+    }
+
     #[test]
     fn a_missing_lease_is_created() {
-        assert_eq!(decide(None, at(0), "me"), Action::Create);
+        assert_eq!(decide(None, local(0), local(0), "me"), Action::Create);
     }
 
     #[test]
     fn a_lease_without_holder_is_acquired() {
-        assert_eq!(decide(Some(&LeaseSpec::default()), at(0), "me"), Action::Acquire);
+        assert_eq!(
+            decide(Some(&LeaseSpec::default()), local(0), local(0), "me"),
+            Action::Acquire
+        );
         let released = released_spec(&held_by("other", 0, 15), at(0));
-        assert_eq!(decide(Some(&released), at(0), "me"), Action::Acquire);
+        assert_eq!(decide(Some(&released), local(0), local(0), "me"), Action::Acquire);
     }
 
     #[test]
     fn our_own_lease_is_renewed_even_when_expired() {
-        assert_eq!(decide(Some(&held_by("me", 0, 15)), at(5), "me"), Action::Renew);
-        assert_eq!(decide(Some(&held_by("me", 0, 15)), at(500), "me"), Action::Renew);
+        let ours = held_by("me", 0, 15);
+        assert_eq!(decide(Some(&ours), local(0), local(5), "me"), Action::Renew);
+        assert_eq!(decide(Some(&ours), local(0), local(500), "me"), Action::Renew);
     }
 
     #[test]
-    fn a_live_lease_of_another_holder_is_waited_for() {
+    fn a_lease_of_another_holder_is_waited_for_until_unchanged_for_its_duration() {
+        let theirs = held_by("other", 0, 15);
         assert_eq!(
-            decide(Some(&held_by("other", 0, 15)), at(5), "me"),
+            decide(Some(&theirs), local(0), local(5), "me"),
             Action::Wait {
                 holder: "other".into(),
                 expires_in: Duration::from_secs(10)
             }
         );
+        assert_eq!(decide(Some(&theirs), local(0), local(15), "me"), Action::Acquire);
+        assert_eq!(decide(Some(&theirs), local(0), local(60), "me"), Action::Acquire);
     }
 
     #[test]
-    fn an_expired_lease_of_another_holder_is_taken_over() {
-        assert_eq!(
-            decide(Some(&held_by("other", 0, 15)), at(15), "me"),
-            Action::Acquire
-        );
-        assert_eq!(
-            decide(Some(&held_by("other", 0, 15)), at(60), "me"),
-            Action::Acquire
-        );
+    fn a_skewed_renew_time_changes_nothing() {
+        // Written by a leader whose clock is 60 s behind or ahead, or far off: only when we
+        // saw it counts.
+        for renewed in [-60, 60, -86_400 * 365, 86_400 * 365] {
+            let theirs = held_by("other", renewed, 15);
+            assert_eq!(
+                decide(Some(&theirs), local(100), local(101), "me"),
+                Action::Wait {
+                    holder: "other".into(),
+                    expires_in: Duration::from_secs(14)
+                },
+                "renewed {renewed}s off"
+            );
+            assert_eq!(
+                decide(Some(&theirs), local(100), local(115), "me"),
+                Action::Acquire,
+                "renewed {renewed}s off"
+            );
+        }
     }
 
     #[test]
-    fn a_holder_without_times_or_duration_counts_as_expired() {
+    fn an_observation_restarts_when_the_lease_changes_and_only_then() {
+        let first = held_by("other", 0, 15);
+        let seen = Observation::update(None, Some("1"), &first, local(0));
+        assert_eq!(seen.seen_at, local(0));
+        let same = Observation::update(Some(seen.clone()), Some("1"), &first, local(10));
+        assert_eq!(
+            same.seen_at,
+            local(0),
+            "unchanged: still counting from the first sight"
+        );
+        // A renewal (new renewTime and resourceVersion), even one written with a clock far
+        // behind ours, restarts the count.
+        let renewed = held_by("other", -3600, 15);
+        let again = Observation::update(Some(same.clone()), Some("2"), &renewed, local(12));
+        assert_eq!(again.seen_at, local(12));
+        assert!(matches!(
+            decide(Some(&renewed), again.seen_at, local(20), "me"),
+            Action::Wait { .. }
+        ));
+        // A write that changes only the resourceVersion counts as a change too.
+        let touched = Observation::update(Some(again), Some("3"), &renewed, local(25));
+        assert_eq!(touched.seen_at, local(25));
+    }
+
+    #[test]
+    fn a_holder_without_duration_counts_as_expired_and_a_huge_one_is_bounded() {
         let spec = LeaseSpec {
             holder_identity: Some("other".into()),
             ..Default::default()
         };
-        assert_eq!(decide(Some(&spec), at(0), "me"), Action::Acquire);
-        let no_duration = LeaseSpec {
-            lease_duration_seconds: None,
+        assert_eq!(decide(Some(&spec), local(0), local(0), "me"), Action::Acquire);
+        let negative = LeaseSpec {
+            lease_duration_seconds: Some(-5),
             ..held_by("other", 0, 15)
         };
-        assert_eq!(decide(Some(&no_duration), at(0), "me"), Action::Acquire);
-    }
-
-    #[test]
-    fn a_lease_renewed_in_the_future_is_live_for_its_full_duration() {
-        // Clock skew the other way: still theirs.
-        assert!(matches!(
-            decide(Some(&held_by("other", 10, 15)), at(0), "me"),
-            Action::Wait { expires_in, .. } if expires_in == Duration::from_secs(25)
-        ));
+        assert_eq!(decide(Some(&negative), local(0), local(0), "me"), Action::Acquire);
+        let huge = held_by("other", 0, i32::MAX);
+        assert_eq!(
+            decide(Some(&huge), local(0), local(86_400), "me"),
+            Action::Acquire
+        );
     }
 
     #[test]
@@ -449,7 +553,7 @@ mod tests {
         assert_eq!(next.lease_transitions, Some(0));
         assert_eq!(next.holder_identity.as_deref(), Some("me"));
         assert_eq!(
-            decide(Some(&next), at(1), "other"),
+            decide(Some(&next), local(0), local(1), "other"),
             Action::Wait {
                 holder: "me".into(),
                 expires_in: Duration::from_secs(14)

@@ -5,7 +5,9 @@
 //! `token_url_v1`, `scope`, `auth_methods`. Annotations record the current key (id, issue
 //! and expiry time, when it was proven to work) and the superseded keys awaiting
 //! revocation, so a lost status can be rebuilt from the Secret and no live key is revoked by
-//! mistake. A SHA-256 digest of `client_secret` reveals a hand edit of the value.
+//! mistake. A SHA-256 digest of `client_secret` reveals a hand edit of the value. An HMAC
+//! under the operator's key ([`mac`]) covers the record, that digest and the staged value:
+//! a record anyone else wrote is not trusted ([`RecordTrust`]).
 
 use crate::crd::application::{Application, SecretTemplate};
 use crate::sensitive::SecretString;
@@ -18,13 +20,17 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+pub mod mac;
 pub mod validate;
+
+use mac::{Binding, RecordKey, Signed};
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "dcr-operator";
 pub const LABEL_APPLICATION: &str = "dcr-operator.io/application";
 const ANNOTATION_CREDENTIAL: &str = "dcr-operator.io/credential";
 const ANNOTATION_DIGEST: &str = "dcr-operator.io/client-secret-sha256";
+const ANNOTATION_MAC: &str = "dcr-operator.io/credential-mac";
 
 pub const KEY_CLIENT_ID: &str = "client_id";
 pub const KEY_CLIENT_SECRET: &str = "client_secret";
@@ -292,10 +298,25 @@ pub struct PreviousKey {
     pub revoke_after: Timestamp,
 }
 
+/// How far the record read from a Secret can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordTrust {
+    /// No record, or one whose MAC verifies under the operator's key.
+    Verified,
+    /// A record without a MAC, as versions before the MAC wrote them: trusted only as far
+    /// as the status corroborates it (`credential::vet`).
+    Unsigned,
+    /// A MAC that does not verify, or a record that does not parse: edited by someone
+    /// else. The record is dropped.
+    Forged,
+}
+
 /// What the operator reads back from an existing Secret.
 #[derive(Clone, Debug)]
 pub struct StoredCredential {
+    /// The record, unless [`RecordTrust::Forged`].
     pub record: Option<CredentialRecord>,
+    pub trust: RecordTrust,
     pub client_secret: Option<SecretString>,
     /// The staged value of a rotation in progress.
     pub pending_secret: Option<SecretString>,
@@ -323,8 +344,56 @@ pub fn is_owned_by(secret: &Secret, app: &Application) -> bool {
         .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref() && o.kind == "Application")
 }
 
-/// Reads the credential state from an owned Secret laid out as `layout`.
-pub fn read(secret: &Secret, layout: &SecretLayout, expected: &ConnectionDetails) -> StoredCredential {
+/// The controller owner's UID (the Application's, for an owned Secret).
+fn owner_uid(secret: &Secret) -> &str {
+    secret
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map_or("", |o| o.uid.as_str())
+}
+
+/// The record of `secret` and how far it can be trusted (see [`RecordTrust`]).
+fn read_record(
+    secret: &Secret,
+    pending_secret: Option<&SecretString>,
+    key: &RecordKey,
+) -> (Option<CredentialRecord>, RecordTrust) {
+    let annotations = secret.annotations();
+    let raw = annotations.get(ANNOTATION_CREDENTIAL);
+    let parsed = raw.and_then(|a| serde_json::from_str::<CredentialRecord>(a).ok());
+    let Some(mac) = annotations.get(ANNOTATION_MAC) else {
+        return match (raw, parsed) {
+            (None, _) => (None, RecordTrust::Verified),
+            (Some(_), Some(record)) => (Some(record), RecordTrust::Unsigned),
+            (Some(_), None) => (None, RecordTrust::Forged),
+        };
+    };
+    let binding = Binding {
+        namespace: secret.metadata.namespace.as_deref().unwrap_or_default(),
+        secret_name: secret.metadata.name.as_deref().unwrap_or_default(),
+        owner_uid: owner_uid(secret),
+    };
+    let pending_digest = pending_secret.map(digest);
+    let signed = Signed {
+        record_json: raw.map_or("", String::as_str),
+        secret_digest: annotations.get(ANNOTATION_DIGEST).map_or("", String::as_str),
+        pending_digest: pending_digest.as_deref(),
+    };
+    match parsed {
+        Some(record) if key.verify(binding, signed, mac) => (Some(record), RecordTrust::Verified),
+        _ => (None, RecordTrust::Forged),
+    }
+}
+
+/// Reads the credential state from an owned Secret laid out as `layout`, trusting its
+/// record only as far as `key` verifies it.
+pub fn read(
+    secret: &Secret,
+    layout: &SecretLayout,
+    expected: &ConnectionDetails,
+    key: &RecordKey,
+) -> StoredCredential {
     let data = secret.data.clone().unwrap_or_default();
     let value = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok());
     let client_secret = value(layout.key(KEY_CLIENT_SECRET))
@@ -334,9 +403,7 @@ pub fn read(secret: &Secret, layout: &SecretLayout, expected: &ConnectionDetails
         .filter(|s| !s.is_empty())
         .map(SecretString::new);
     let annotations = secret.annotations();
-    let record = annotations
-        .get(ANNOTATION_CREDENTIAL)
-        .and_then(|a| serde_json::from_str(a).ok());
+    let (record, trust) = read_record(secret, pending_secret.as_ref(), key);
     let tampered = match (&client_secret, annotations.get(ANNOTATION_DIGEST)) {
         (Some(s), Some(d)) => digest(s) != *d,
         (None, _) => false,
@@ -354,6 +421,7 @@ pub fn read(secret: &Secret, layout: &SecretLayout, expected: &ConnectionDetails
     };
     StoredCredential {
         record,
+        trust,
         client_secret,
         pending_secret,
         tampered,
@@ -367,27 +435,51 @@ pub fn type_differs(secret: &Secret, layout: &SecretLayout) -> bool {
     secret.type_.as_deref().unwrap_or("Opaque") != layout.type_
 }
 
-/// Builds the whole Secret `name` for `app`.
+/// What is written besides the values: the layout, details and record.
+pub struct Contents<'a> {
+    pub layout: &'a SecretLayout,
+    pub details: &'a ConnectionDetails,
+    pub record: &'a CredentialRecord,
+}
+
+/// Builds the whole Secret `name` for `app`, its record signed with `key`.
 pub fn render(
     app: &Application,
     name: &str,
-    layout: &SecretLayout,
-    details: &ConnectionDetails,
+    contents: Contents<'_>,
     client_secret: &SecretString,
     pending_secret: Option<&SecretString>,
-    record: &CredentialRecord,
+    key: &RecordKey,
 ) -> Secret {
+    let Contents {
+        layout,
+        details,
+        record,
+    } = contents;
     let template = app.spec.secret.template.clone().unwrap_or_default();
     let mut labels = template.labels.clone();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
     labels.insert(LABEL_APPLICATION.into(), app.name_any());
     let mut annotations = template.annotations.clone();
     // Strings and timestamps only: serializing cannot fail.
-    annotations.insert(
-        ANNOTATION_CREDENTIAL.into(),
-        serde_json::to_string(record).unwrap_or_default(),
-    );
-    annotations.insert(ANNOTATION_DIGEST.into(), digest(client_secret));
+    let record_json = serde_json::to_string(record).unwrap_or_default();
+    let secret_digest = digest(client_secret);
+    let pending_digest = pending_secret.map(digest);
+    let namespace = app.namespace().unwrap_or_default();
+    let uid = app.uid().unwrap_or_default();
+    let binding = Binding {
+        namespace: &namespace,
+        secret_name: name,
+        owner_uid: &uid,
+    };
+    let signed = Signed {
+        record_json: &record_json,
+        secret_digest: &secret_digest,
+        pending_digest: pending_digest.as_deref(),
+    };
+    annotations.insert(ANNOTATION_MAC.into(), key.sign(binding, signed));
+    annotations.insert(ANNOTATION_CREDENTIAL.into(), record_json);
+    annotations.insert(ANNOTATION_DIGEST.into(), secret_digest);
     let mut data = layout.data(details, client_secret);
     if let Some(pending) = pending_secret {
         data.insert(
@@ -432,6 +524,10 @@ mod tests {
         app
     }
 
+    fn key() -> RecordKey {
+        RecordKey::new(&[7; 32]).unwrap()
+    }
+
     fn details() -> ConnectionDetails {
         ConnectionDetails {
             client_id: "cid".into(),
@@ -466,15 +562,18 @@ mod tests {
         let s = render(
             &app,
             "orders-credentials",
-            &SecretLayout::default(),
-            &details(),
+            Contents {
+                layout: &SecretLayout::default(),
+                details: &details(),
+                record: &record(),
+            },
             &SecretString::new("s3cr3t-value"),
             None,
-            &record(),
+            &key(),
         );
         assert!(is_owned_by(&s, &app));
         assert_eq!(s.labels()[LABEL_MANAGED_BY], "dcr-operator");
-        let stored = read(&s, &SecretLayout::default(), &details());
+        let stored = read(&s, &SecretLayout::default(), &details(), &key());
         assert_eq!(stored.record, Some(record()));
         assert_eq!(stored.client_secret.unwrap().expose(), "s3cr3t-value");
         assert!(!stored.tampered && !stored.details_stale);
@@ -497,11 +596,14 @@ mod tests {
         let s = render(
             &app(),
             "n",
-            &SecretLayout::default(),
-            &details(),
+            Contents {
+                layout: &SecretLayout::default(),
+                details: &details(),
+                record: &record(),
+            },
             &SecretString::new("s3cr3t-value"),
             None,
-            &record(),
+            &key(),
         );
         let mut without_data = s.clone();
         without_data.data = None;
@@ -522,13 +624,16 @@ mod tests {
         let s = render(
             &app(),
             "n",
-            &SecretLayout::default(),
-            &details(),
+            Contents {
+                layout: &SecretLayout::default(),
+                details: &details(),
+                record: &r,
+            },
             &SecretString::new("old"),
             Some(&SecretString::new("new")),
-            &r,
+            &key(),
         );
-        let stored = read(&s, &SecretLayout::default(), &details());
+        let stored = read(&s, &SecretLayout::default(), &details(), &key());
         assert_eq!(stored.client_secret.unwrap().expose(), "old");
         assert_eq!(stored.pending_secret.unwrap().expose(), "new");
         assert_eq!(
@@ -550,11 +655,14 @@ mod tests {
         let s = render(
             &app(),
             "n",
-            &layout,
-            &details(),
+            Contents {
+                layout: &layout,
+                details: &details(),
+                record: &record(),
+            },
             &SecretString::new("v4lue"),
             None,
-            &record(),
+            &key(),
         );
         let data = s.data.clone().unwrap();
         let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
@@ -563,11 +671,11 @@ mod tests {
         assert_eq!(text(".env"), "CLIENT_ID=cid\nCLIENT_SECRET=v4lue\n");
         assert!(!data.contains_key("client_secret"));
         assert_eq!(s.type_.as_deref(), Some("example.com/oauth-client"));
-        let stored = read(&s, &layout, &details());
+        let stored = read(&s, &layout, &details(), &key());
         assert_eq!(stored.client_secret.unwrap().expose(), "v4lue");
         assert!(!stored.tampered && !stored.details_stale);
         assert!(
-            read(&s, &SecretLayout::default(), &details()).details_stale,
+            read(&s, &SecretLayout::default(), &details(), &key()).details_stale,
             "a template change rewrites"
         );
     }
@@ -637,32 +745,171 @@ mod tests {
         let mut s = render(
             &app,
             "n",
-            &SecretLayout::default(),
-            &details(),
+            Contents {
+                layout: &SecretLayout::default(),
+                details: &details(),
+                record: &record(),
+            },
             &SecretString::new("s3cr3t-value"),
             None,
-            &record(),
+            &key(),
         );
         s.data
             .as_mut()
             .unwrap()
             .insert(KEY_CLIENT_SECRET.into(), ByteString(b"edited".to_vec()));
-        assert!(read(&s, &SecretLayout::default(), &details()).tampered);
+        assert!(read(&s, &SecretLayout::default(), &details(), &key()).tampered);
         let mut s = render(
             &app,
             "n",
-            &SecretLayout::default(),
-            &details(),
+            Contents {
+                layout: &SecretLayout::default(),
+                details: &details(),
+                record: &record(),
+            },
             &SecretString::new("s3cr3t-value"),
             None,
-            &record(),
+            &key(),
         );
         s.data
             .as_mut()
             .unwrap()
             .insert("token_url".into(), ByteString(b"https://evil".to_vec()));
-        let stored = read(&s, &SecretLayout::default(), &details());
+        let stored = read(&s, &SecretLayout::default(), &details(), &key());
         assert!(stored.details_stale && !stored.tampered);
+    }
+
+    /// A rendered Secret of `app()` as the operator writes it, with a staged value.
+    fn signed_secret() -> Secret {
+        render(
+            &app(),
+            "orders-credentials",
+            Contents {
+                layout: &SecretLayout::default(),
+                details: &details(),
+                record: &record(),
+            },
+            &SecretString::new("s3cr3t-value"),
+            Some(&SecretString::new("staged")),
+            &key(),
+        )
+    }
+
+    fn annotate(s: &mut Secret, key: &str, value: &str) {
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(key.into(), value.into());
+    }
+
+    fn trust(s: &Secret) -> (RecordTrust, bool) {
+        let stored = read(s, &SecretLayout::default(), &details(), &key());
+        (stored.trust, stored.record.is_some())
+    }
+
+    #[test]
+    fn a_record_the_operator_wrote_is_trusted() {
+        assert_eq!(trust(&signed_secret()), (RecordTrust::Verified, true));
+        let other_key = RecordKey::new(&[8; 32]).unwrap();
+        let stored = read(&signed_secret(), &SecretLayout::default(), &details(), &other_key);
+        assert_eq!(
+            (stored.trust, stored.record),
+            (RecordTrust::Forged, None),
+            "another install's key"
+        );
+    }
+
+    #[test]
+    fn an_edited_record_is_forged_and_dropped() {
+        let mut forged = record();
+        forged.previous.push(PreviousKey {
+            key_id: "someone-elses".into(),
+            revoke_after: Timestamp::from_second(1).unwrap(),
+        });
+        let mut s = signed_secret();
+        annotate(
+            &mut s,
+            ANNOTATION_CREDENTIAL,
+            &serde_json::to_string(&forged).unwrap(),
+        );
+        assert_eq!(trust(&s), (RecordTrust::Forged, false));
+        // Whitespace is an edit too: the MAC covers the stored text.
+        let mut s = signed_secret();
+        let json = s.annotations()[ANNOTATION_CREDENTIAL].replace(',', ", ");
+        annotate(&mut s, ANNOTATION_CREDENTIAL, &json);
+        assert_eq!(trust(&s), (RecordTrust::Forged, false));
+        // A MAC made up, or the record gone with the MAC left.
+        let mut s = signed_secret();
+        annotate(&mut s, ANNOTATION_MAC, &format!("v1:{}", "0".repeat(64)));
+        assert_eq!(trust(&s), (RecordTrust::Forged, false));
+        let mut s = signed_secret();
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(ANNOTATION_CREDENTIAL);
+        assert_eq!(trust(&s), (RecordTrust::Forged, false));
+    }
+
+    #[test]
+    fn the_mac_covers_the_staged_value_and_the_digest() {
+        let mut s = signed_secret();
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_PENDING_SECRET.into(), ByteString(b"attacker's".to_vec()));
+        assert_eq!(trust(&s), (RecordTrust::Forged, false), "staged value swapped");
+        let mut s = signed_secret();
+        s.data.as_mut().unwrap().remove(KEY_PENDING_SECRET);
+        assert_eq!(trust(&s), (RecordTrust::Forged, false), "staged value removed");
+        // The value and its digest edited together.
+        let mut s = signed_secret();
+        let edited = SecretString::new("edited");
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_CLIENT_SECRET.into(), ByteString(b"edited".to_vec()));
+        annotate(&mut s, ANNOTATION_DIGEST, &digest(&edited));
+        assert_eq!(trust(&s), (RecordTrust::Forged, false));
+        // The value alone: a hand edit of the value, the record still trusted.
+        let mut s = signed_secret();
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_CLIENT_SECRET.into(), ByteString(b"edited".to_vec()));
+        let stored = read(&s, &SecretLayout::default(), &details(), &key());
+        assert!(stored.tampered);
+        assert_eq!(stored.trust, RecordTrust::Verified);
+    }
+
+    #[test]
+    fn a_record_copied_to_another_secret_is_forged() {
+        let source = signed_secret();
+        let mut other = signed_secret();
+        other.metadata.name = Some("other-credentials".into());
+        assert_eq!(trust(&other), (RecordTrust::Forged, false), "another name");
+        let mut other = source.clone();
+        other.metadata.namespace = Some("team-b".into());
+        assert_eq!(trust(&other), (RecordTrust::Forged, false), "another namespace");
+        let mut other = source;
+        other.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-2".into();
+        assert_eq!(trust(&other), (RecordTrust::Forged, false), "another owner");
+    }
+
+    #[test]
+    fn a_record_without_mac_is_unsigned_and_an_unreadable_one_forged() {
+        let mut s = signed_secret();
+        s.metadata.annotations.as_mut().unwrap().remove(ANNOTATION_MAC);
+        assert_eq!(trust(&s), (RecordTrust::Unsigned, true));
+        annotate(&mut s, ANNOTATION_CREDENTIAL, "{not json");
+        assert_eq!(trust(&s), (RecordTrust::Forged, false));
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(ANNOTATION_CREDENTIAL);
+        assert_eq!(trust(&s), (RecordTrust::Verified, false), "no record at all");
     }
 
     #[test]
@@ -670,11 +917,14 @@ mod tests {
         let s = render(
             &app(),
             "n",
-            &SecretLayout::default(),
-            &details(),
+            Contents {
+                layout: &SecretLayout::default(),
+                details: &details(),
+                record: &record(),
+            },
             &SecretString::new("v"),
             None,
-            &record(),
+            &key(),
         );
         let mut other = app();
         other.metadata.uid = Some("uid-2".into());

@@ -298,3 +298,126 @@ async fn a_leader_that_cannot_renew_exits_before_its_lease_expires() {
     .await;
     apply_leader_election_rbac(&client).await;
 }
+
+/// Keeps a Lease held by `holder` as a live leader on a skewed clock would: every retry
+/// period it renews, writing a `renewTime` `skew_secs` off this machine's clock. Returns
+/// the task (abort it to let the leader die) and the instant of its latest renewal.
+fn skewed_leader(
+    client: &Client,
+    lease_name: &str,
+    holder: &str,
+    skew_secs: i64,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Instant>>,
+) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let api: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let last = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
+    let (name, holder, renewed) = (lease_name.to_string(), holder.to_string(), last.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let at = MicroTime(Timestamp::now() + SignedDuration::from_secs(skew_secs));
+            let lease: Lease = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
+                "spec": {
+                    "holderIdentity": holder,
+                    "leaseDurationSeconds": LEASE_DURATION.as_secs(),
+                    "acquireTime": at,
+                    "renewTime": at,
+                    "leaseTransitions": 0
+                }
+            }))
+            .unwrap();
+            create_or_replace(&api, &lease)
+                .await
+                .expect("renewing the skewed Lease");
+            *renewed.lock().unwrap() = Instant::now();
+            tokio::time::sleep(RETRY_PERIOD).await;
+        }
+    });
+    (task, last)
+}
+
+/// A leader whose clock is 60 s behind or ahead of the standby's: the standby judges the
+/// Lease by when it saw it change, so it never takes over while the leader renews, and
+/// takes over within the lease duration (plus a retry period) once it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_of_a_minute_either_way_neither_steals_a_live_lease_nor_delays_taking_a_dead_one() {
+    let _serial = SERIAL.lock().await;
+    let client = cluster().await.client().await;
+    apply_leader_election_rbac(&client).await;
+    let kubeconfig = operator_kubeconfig().await;
+    let mut cases = Vec::new();
+    for skew in [-60i64, 60] {
+        let name = lease_name(if skew < 0 { "skew-behind" } else { "skew-ahead" });
+        let (leader, renewed) = skewed_leader(&client, &name, "skewed-leader", skew);
+        wait_for("the skewed leader's first renewal", TIMEOUT, || {
+            let api: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+            let name = name.clone();
+            async move { Ok::<_, String>(api.get_opt(&name).await.map_err(|e| e.to_string())?.map(|_| ())) }
+        })
+        .await;
+        let standby = candidate_with(kubeconfig.clone(), &name, &format!("standby{skew}")).await;
+        cases.push((skew, name, leader, renewed, standby));
+    }
+    for (skew, _, _, _, standby) in &cases {
+        wait_for(format!("the standby (skew {skew}s) to stand by"), TIMEOUT, || {
+            let logs = standby.logs();
+            async move { Ok::<_, String>(logs.contains("standing by").then_some(())) }
+        })
+        .await;
+    }
+
+    // A live leader keeps its Lease: over twice the lease duration, neither standby leads.
+    // (A property over time: this window is what is being tested, not a synchronisation.)
+    let window = Instant::now() + 2 * LEASE_DURATION;
+    while Instant::now() < window {
+        for (skew, name, _, _, standby) in &cases {
+            assert!(
+                !is_leader(standby),
+                "skew {skew}s: the standby took over a live leader:\n{}",
+                standby.logs()
+            );
+            assert_eq!(
+                holder(&lease(&client, name).await).as_deref(),
+                Some("skewed-leader")
+            );
+        }
+        tokio::time::sleep(RETRY_PERIOD / 2).await;
+    }
+
+    // The leader dies: each standby takes over one lease duration after the last renewal
+    // it saw, whatever that renewal's renewTime said.
+    for (_, _, leader, _, _) in &cases {
+        leader.abort();
+    }
+    for (skew, name, leader, renewed, standby) in cases {
+        let _ = leader.await;
+        let last_renewal = *renewed.lock().unwrap();
+        wait_for(
+            format!("the standby (skew {skew}s) to take over"),
+            TIMEOUT,
+            || {
+                let led = is_leader(&standby);
+                async move { Ok::<_, String>(led.then_some(())) }
+            },
+        )
+        .await;
+        let after = last_renewal.elapsed();
+        eprintln!("skew {skew:+}s: took over {after:.1?} after the last renewal (lease {LEASE_DURATION:?}, retry {RETRY_PERIOD:?})");
+        assert!(
+            after + RETRY_PERIOD >= LEASE_DURATION,
+            "skew {skew}s: took over early, {after:?}"
+        );
+        assert!(
+            after < LEASE_DURATION + 2 * RETRY_PERIOD + Duration::from_secs(3),
+            "skew {skew}s: took over late, {after:?}"
+        );
+        assert_eq!(
+            holder(&lease(&client, &name).await).as_deref(),
+            Some(format!("standby{skew}").as_str())
+        );
+    }
+}

@@ -55,6 +55,8 @@ pub struct Context {
     pub settings: Settings,
     /// Applications edited since their last Ready pass (those skip the inventory).
     pub application_edits: ChangeTracker,
+    /// Signs and verifies the credential records (crate::secret::mac).
+    pub record_key: crate::secret::mac::RecordKey,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -66,6 +68,7 @@ impl Context {
         metrics: Arc<Metrics>,
         settings: Settings,
         extra_ca_pem: Option<Vec<u8>>,
+        record_key: crate::secret::mac::RecordKey,
     ) -> Self {
         let reporter = Reporter {
             controller: "dcr-operator".into(),
@@ -78,6 +81,7 @@ impl Context {
             client,
             metrics,
             settings,
+            record_key,
             failures: Mutex::new(HashMap::new()),
         }
     }

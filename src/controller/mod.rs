@@ -10,9 +10,11 @@ pub mod application;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod provider;
 pub mod providers;
 mod read;
+pub mod record_key;
 pub mod status;
 pub mod strategy;
 pub mod undecodable;
@@ -24,15 +26,17 @@ use crate::config::RunConfig;
 use crate::crd::decoded::Decoded;
 use crate::crd::{Application, AuthStrategy, DcrProvider};
 use crate::metrics::Metrics;
-use futures::{future, StreamExt};
+use futures::{future, Stream, StreamExt};
+use health::{Health, WatchProbe};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,16 +70,28 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health::new(config.unhealthy_after);
+    let servers = serve(&config, metrics.clone(), ready.clone(), health.clone()).await?;
+    tracing::info!(cluster = %config.cluster_name, namespaces = ?config.namespaces, "dcr-operator starting");
+    // Every replica needs the key before it may lead: a standby must be able to take over.
+    let operator_namespace = config.operator_namespace();
+    let record_key = tokio::select! {
+        key = record_key::load(client.clone(), &operator_namespace, &config.record_key_secret) => key,
+        _ = crate::leader::shutdown_signal() => {
+            servers.abort();
+            tracing::info!("dcr-operator stopped");
+            return Ok(());
+        }
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.instance.clone(),
-        metrics.clone(),
+        metrics,
         Settings::from(&config),
         extra_ca,
+        record_key,
     ));
-    let ready = Arc::new(AtomicBool::new(false));
-    let servers = serve(&config, metrics, ready.clone()).await?;
-    tracing::info!(cluster = %config.cluster_name, namespaces = ?config.namespaces, "dcr-operator starting");
 
     // With --leader-elect the controllers start only once this instance holds the Lease; a
     // standby serves health and metrics and is ready meanwhile.
@@ -105,16 +121,27 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     // is read when a provider is reconciled.
     // Every watch decodes into `Decoded`: an object the types refuse is reported on itself
     // and never fails the list of its kind.
-    let providers = Controller::new(
-        Api::<Decoded<DcrProvider>>::all(client.clone()),
-        watcher::Config::default(),
+    // Every watch reports to `health` (see `watched`).
+    let (provider_store, writer) = reflector::store();
+    let providers = Controller::for_stream(
+        watched(
+            Api::<Decoded<DcrProvider>>::all(client.clone()),
+            watcher::Config::default(),
+            health.probe("provider/DcrProvider"),
+        )
+        .reflect(writer)
+        .applied_objects(),
+        provider_store.clone(),
     );
-    let provider_store = providers.store();
     // `Api<PartialObjectMeta<_>>` lists and watches with metadata-only requests.
     let providers = providers
-        .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            watched(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                watcher::Config::default(),
+                health.probe("provider/Secret"),
+            )
+            .touched_objects(),
             move |secret: PartialObjectMeta<Secret>| {
                 let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
                 provider_store
@@ -138,17 +165,28 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             ctx.clone(),
         )
         .for_each(log_controller_error);
+    let providers = until_end(providers, health.probe("provider"));
 
     // AuthStrategy, re-run when its provider changes.
-    let strategies = Controller::new(
-        Api::<Decoded<AuthStrategy>>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let strategy_store = strategies.store();
-    let strategies = strategies
-        .watches(
-            Api::<Decoded<DcrProvider>>::all(client.clone()),
+    let (strategy_store, writer) = reflector::store();
+    let strategies = Controller::for_stream(
+        watched(
+            Api::<Decoded<AuthStrategy>>::all(client.clone()),
             watcher::Config::default(),
+            health.probe("strategy/AuthStrategy"),
+        )
+        .reflect(writer)
+        .applied_objects(),
+        strategy_store.clone(),
+    );
+    let strategies = strategies
+        .watches_stream(
+            watched(
+                Api::<Decoded<DcrProvider>>::all(client.clone()),
+                watcher::Config::default(),
+                health.probe("strategy/DcrProvider"),
+            )
+            .touched_objects(),
             move |p: Decoded<DcrProvider>| {
                 let name = p.name_any();
                 strategy_store
@@ -167,6 +205,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             ctx.clone(),
         )
         .for_each(log_controller_error);
+    let strategies = until_end(strategies, health.probe("strategy"));
 
     // Applications (all namespaces, or one controller per listed namespace), re-run when
     // their strategy or their Secret changes.
@@ -176,10 +215,14 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let applications = future::join_all(scopes.into_iter().map(|scope| {
+        let name = match &scope {
+            None => "application".to_string(),
+            Some(ns) => format!("application[{ns}]"),
+        };
         let (apps, secrets) = match &scope {
             None => (
                 Api::<Decoded<Application>>::all(client.clone()),
-                Api::<Secret>::all(client.clone()),
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             ),
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -195,26 +238,34 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         // the API server sets): the operator's own status writes do not trigger a pass.
         // Secret and strategy changes still do (below), and drift is caught by requeues.
         let (app_store, writer) = kube::runtime::reflector::store();
-        let triggers = watcher(apps, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .applied_objects()
-            .predicate_filter(substance, Default::default());
+        let triggers = watched(
+            apps,
+            watcher::Config::default(),
+            health.probe(format!("{name}/Application")),
+        )
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(substance, Default::default());
         let apps = Controller::for_stream(triggers, app_store.clone());
-        apps.owns(secrets, owned)
-            .watches(
-                Api::<Decoded<AuthStrategy>>::all(client.clone()),
-                watcher::Config::default(),
-                move |s: Decoded<AuthStrategy>| {
-                    let name = s.name_any();
-                    app_store
-                        .state()
-                        .into_iter()
-                        .filter(|a| a.ok().is_some_and(|a| a.spec.auth_strategy_ref.name == name))
-                        .map(|a| ObjectRef::from_obj(&*a))
-                        .collect::<Vec<_>>()
-                },
-            )
+        // Owned Secrets only as metadata: the owner reference is all a trigger needs.
+        let owned = watched(secrets, owned, health.probe(format!("{name}/Secret"))).touched_objects();
+        let strategies = watched(
+            Api::<Decoded<AuthStrategy>>::all(client.clone()),
+            watcher::Config::default(),
+            health.probe(format!("{name}/AuthStrategy")),
+        )
+        .touched_objects();
+        let controller = apps
+            .owns_stream(owned)
+            .watches_stream(strategies, move |s: Decoded<AuthStrategy>| {
+                let name = s.name_any();
+                app_store
+                    .state()
+                    .into_iter()
+                    .filter(|a| a.ok().is_some_and(|a| a.spec.auth_strategy_ref.name == name))
+                    .map(|a| ObjectRef::from_obj(&*a))
+                    .collect::<Vec<_>>()
+            })
             .with_config(concurrency.clone())
             .shutdown_on_signal()
             .run(
@@ -222,7 +273,8 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
                 error_policy,
                 ctx.clone(),
             )
-            .for_each(log_controller_error)
+            .for_each(log_controller_error);
+        until_end(controller, health.probe(name))
     }));
 
     ready.store(true, Ordering::SeqCst);
@@ -250,6 +302,33 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     servers.abort();
     tracing::info!("dcr-operator stopped");
     Ok(())
+}
+
+/// A watch with the operator's backoff, reporting every event and error to `probe`, and
+/// its end, which only a shutdown should bring.
+fn watched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    probe: WatchProbe,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let end = probe.clone();
+    watcher(api, config)
+        .backoff(health::watch_backoff())
+        .inspect(move |item| probe.observe(item.is_ok()))
+        .chain(futures::stream::poll_fn(move |_| {
+            end.ended();
+            std::task::Poll::Ready(None)
+        }))
+}
+
+/// Runs a controller's stream to its end, which before a shutdown means it died: reported
+/// to `probe`, so that `/healthz` fails.
+async fn until_end(controller: impl Future<Output = ()>, probe: WatchProbe) {
+    controller.await;
+    probe.ended();
 }
 
 /// What a pass must react to: everything but status (and bookkeeping such as
@@ -394,15 +473,31 @@ pub fn persistent_backoff(failures: u32) -> Duration {
 }
 
 /// Serves `/metrics` and `/healthz` + `/readyz`; returns a handle to stop them.
+///
+/// `/healthz` fails (503, naming the watches) when a controller's watch has failed for
+/// `--unhealthy-after` or a controller stream ended; a standby runs no controllers and is
+/// healthy. `/readyz` says whether the instance has started (a standby is ready).
 async fn serve(
     config: &RunConfig,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    health: Arc<Health>,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     use axum::{http::StatusCode, routing::get, Router};
     let metrics_app = Router::new().route("/metrics", get(move || future::ready(metrics.encode())));
     let health_app = Router::new()
-        .route("/healthz", get(|| future::ready("ok")))
+        .route(
+            "/healthz",
+            get(move || {
+                future::ready(match health.check(tokio::time::Instant::now()) {
+                    Ok(()) => (StatusCode::OK, "ok".to_string()),
+                    Err(problems) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("unhealthy\n{}\n", problems.join("\n")),
+                    ),
+                })
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -421,6 +516,8 @@ async fn serve(
     };
     let metrics_listener = bind(config.metrics_addr).await?;
     let health_listener = bind(config.health_addr).await?;
+    let local = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(metrics = %local(&metrics_listener), health = %local(&health_listener), "serving metrics and health");
     Ok(tokio::spawn(async move {
         let a = axum::serve(metrics_listener, metrics_app);
         let b = axum::serve(health_listener, health_app);

@@ -194,6 +194,8 @@ async fn init() -> BoxResult<Cluster> {
         );
     }
     install_crd_yaml(&client, WIDGET_CRD_YAML, &version).await?;
+    // The operator's own namespace: its record key Secret (and Leases) live there.
+    ensure_namespace(&client, OPERATOR_NAMESPACE).await?;
     if let Some(cp) = local.as_mut() {
         // Its garbage collector discovers resources at start and then every 30 s only:
         // restart it so objects owned by the CRDs just installed are collected at once.
@@ -291,6 +293,17 @@ impl Cluster {
 }
 
 /// A client from a kubeconfig file (its current context).
+/// Creates namespace `name` unless it exists.
+pub async fn ensure_namespace(client: &Client, name: &str) -> BoxResult<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn client_from_kubeconfig(path: &Path) -> BoxResult<Client> {
     Ok(Client::try_from(config_from_kubeconfig(path).await?)?)
 }

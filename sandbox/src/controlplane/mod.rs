@@ -877,6 +877,24 @@ impl ControlPlane {
         self.wait_apiserver(Readiness::Ready).await
     }
 
+    /// Stops kube-apiserver (SIGTERM, SIGKILL after 2 s) and leaves it down until
+    /// [`ControlPlane::start_apiserver`]: for tests of clients facing an apiserver outage.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(mut old) = self.apiserver.take() {
+            old.terminate(Duration::from_secs(2));
+        }
+        self.register();
+    }
+
+    /// Starts kube-apiserver again after [`ControlPlane::stop_apiserver`] (same port, etcd
+    /// data and flags) and waits until it is ready.
+    pub async fn start_apiserver(&mut self) -> Result<()> {
+        if self.apiserver.is_none() {
+            self.spawn_apiserver()?;
+        }
+        self.wait_apiserver(Readiness::Ready).await
+    }
+
     /// Restarts kube-controller-manager (same flags) and waits until it serves /healthz.
     ///
     /// Its garbage collector reads the API's resources at start and then only every 30 s:

@@ -1,11 +1,17 @@
 //! Pure: when to issue a new secret, which superseded keys may be revoked, and which keys
 //! at the provider nobody records (leftovers of a crash between addPassword and the
 //! Secret write). The checks run in order; the first that holds decides.
+//!
+//! The record in the Secret is believed only when the operator's MAC verifies, or, for a
+//! record an earlier version wrote without one, when the status names the same keys and
+//! times ([`vet`]). Otherwise it is [`RecordTrust::Forged`]: ignored, a new secret is
+//! issued ([`IssueReason::RecordTampered`]) and only keys the status names are superseded.
 
 use super::admission::EffectivePolicy;
+use crate::crd::application::ApplicationStatus;
 use crate::crd::conditions::Reason;
 use crate::idp::azure::PasswordCredential;
-use crate::secret::{CredentialRecord, StoredCredential};
+use crate::secret::{CredentialRecord, RecordTrust, StoredCredential};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -36,6 +42,9 @@ pub enum IssueReason {
     RotateRequested,
     /// The `dcr-operator.io/revoke-all` annotation has a new value: a compromise response.
     RevokeAllRequested,
+    /// The Secret's credential record was not written by the operator: what it names is
+    /// not known to be ours, so a new secret replaces the one it came with.
+    RecordTampered,
 }
 
 impl IssueReason {
@@ -48,6 +57,7 @@ impl IssueReason {
             IssueReason::Renewal => "Renewal",
             IssueReason::RotateRequested => "RotateRequested",
             IssueReason::RevokeAllRequested => "RevokeAllRequested",
+            IssueReason::RecordTampered => "RecordTampered",
         }
     }
 
@@ -97,6 +107,18 @@ pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
             IssueReason::Initial
         });
     };
+    let revoke_all = o
+        .revoke_all_request
+        .is_some_and(|r| Some(r) != o.last_revoke_all_request);
+    if stored.trust != RecordTrust::Verified {
+        // (`vet` settles Unsigned before this.) A new revoke-all request is served by the
+        // same one new key.
+        return Some(if revoke_all {
+            IssueReason::RevokeAllRequested
+        } else {
+            IssueReason::RecordTampered
+        });
+    }
     let (Some(record), Some(_)) = (&stored.record, &stored.client_secret) else {
         return Some(if o.had_credential {
             IssueReason::SecretMissing
@@ -105,11 +127,9 @@ pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
         });
     };
     let interval = o.policy.min_request_interval;
-    if let Some(request) = o.revoke_all_request {
-        let held = request_allowed_at(record, record.revoke_all_request.is_some(), interval) > o.now;
-        if Some(request) != o.last_revoke_all_request && !held {
-            return Some(IssueReason::RevokeAllRequested);
-        }
+    let revoke_all_held = request_allowed_at(record, record.revoke_all_request.is_some(), interval) > o.now;
+    if revoke_all && !revoke_all_held {
+        return Some(IssueReason::RevokeAllRequested);
     }
     if stored.tampered {
         return Some(IssueReason::SecretEdited);
@@ -176,6 +196,49 @@ pub fn request_rate_limited(
             })
         })
         .min_by_key(|(at, _)| *at)
+}
+
+/// Settles an [`RecordTrust::Unsigned`] record (written before records were signed): it
+/// is believed, and rewritten with a MAC, when the status (which namespace users cannot
+/// write) names the same current, staged and superseded keys with the same times;
+/// otherwise it counts as forged. A signed or forged record is returned as it is.
+pub fn vet(mut stored: StoredCredential, status: &ApplicationStatus) -> StoredCredential {
+    if stored.trust != RecordTrust::Unsigned {
+        return stored;
+    }
+    if stored.record.as_ref().is_some_and(|r| corroborated(r, status)) {
+        stored.trust = RecordTrust::Verified;
+        // Written again at this pass, now with its MAC.
+        stored.details_stale = true;
+    } else {
+        stored.trust = RecordTrust::Forged;
+        stored.record = None;
+    }
+    stored
+}
+
+/// Whether `status` names exactly the keys of `record`, with the same times (to the
+/// second: status times have no fraction).
+fn corroborated(record: &CredentialRecord, status: &ApplicationStatus) -> bool {
+    let same = |a: Timestamp, b: Timestamp| a.as_second() == b.as_second();
+    let current = status.credential.as_ref().is_some_and(|c| {
+        c.key_id == record.key_id
+            && same(c.issued_at.0, record.issued_at)
+            && same(c.expires_at.0, record.expires_at)
+    });
+    let pending = match (&record.pending, &status.pending_credential) {
+        (None, None) => true,
+        (Some(r), Some(s)) => r.key_id == s.key_id && same(r.issued_at, s.issued_at.0),
+        _ => false,
+    };
+    let previous = record.previous.len() == status.previous_credentials.len()
+        && record.previous.iter().all(|r| {
+            status
+                .previous_credentials
+                .iter()
+                .any(|s| s.key_id == r.key_id && same(s.revoke_after.0, r.revoke_after))
+        });
+    current && pending && previous
 }
 
 /// Why a rotate request is not served yet, for the Ready message.
@@ -287,6 +350,7 @@ mod tests {
     fn stored(record: Option<CredentialRecord>, tampered: bool) -> StoredCredential {
         StoredCredential {
             record,
+            trust: RecordTrust::Verified,
             client_secret: Some(crate::sensitive::SecretString::new("v")),
             pending_secret: Some(crate::sensitive::SecretString::new("p")),
             tampered,
@@ -526,6 +590,7 @@ mod tests {
             IssueReason::SecretEdited,
             IssueReason::KeyMissingAtProvider,
             IssueReason::RevokeAllRequested,
+            IssueReason::RecordTampered,
         ] {
             assert!(!r.keeps_current_secret(), "{r:?}");
         }
@@ -577,5 +642,117 @@ mod tests {
         assert_eq!(acted_upon(Some("r3"), Some("r2"), Some("r1")), Some("r1"));
         assert_eq!(acted_upon(Some("r3"), Some("r2"), None), Some("r2"));
         assert_eq!(acted_upon(None, None, None), None);
+    }
+
+    fn status_of(r: &CredentialRecord) -> ApplicationStatus {
+        use crate::crd::application::{CredentialStatus, PendingCredential, PreviousCredential};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        // Status times have whole seconds.
+        let whole = |t: Timestamp| Time(Timestamp::from_second(t.as_second()).unwrap());
+        ApplicationStatus {
+            credential: Some(CredentialStatus {
+                key_id: r.key_id.clone(),
+                issued_at: whole(r.issued_at),
+                expires_at: whole(r.expires_at),
+                renew_at: whole(r.expires_at),
+            }),
+            previous_credentials: r
+                .previous
+                .iter()
+                .map(|p| PreviousCredential {
+                    key_id: p.key_id.clone(),
+                    revoke_after: whole(p.revoke_after),
+                })
+                .collect(),
+            pending_credential: r.pending.as_ref().map(|p| PendingCredential {
+                key_id: p.key_id.clone(),
+                issued_at: whole(p.issued_at),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn unsigned(r: CredentialRecord) -> StoredCredential {
+        StoredCredential {
+            trust: RecordTrust::Unsigned,
+            ..stored(Some(r), false)
+        }
+    }
+
+    #[test]
+    fn a_forged_record_is_replaced_and_decides_nothing_else() {
+        let mut s = stored(None, false);
+        s.trust = RecordTrust::Forged;
+        let keys = [key("k1", Some(t(0)))];
+        let mut o = observed(t(DAY), Some(&s), &keys);
+        assert_eq!(decide(&o), Some(IssueReason::RecordTampered));
+        o.had_credential = false;
+        assert_eq!(decide(&o), Some(IssueReason::RecordTampered));
+        o.revoke_all_request = Some("incident");
+        assert_eq!(
+            decide(&o),
+            Some(IssueReason::RevokeAllRequested),
+            "one key serves both"
+        );
+    }
+
+    #[test]
+    fn an_unsigned_record_the_status_corroborates_is_kept_and_signed() {
+        let mut r = record();
+        r.issued_at = Timestamp::from_second(1_700_000_000).unwrap() + SignedDuration::from_millis(250);
+        r.previous = vec![PreviousKey {
+            key_id: "k0".into(),
+            revoke_after: t(3600),
+        }];
+        r.pending = Some(crate::secret::PendingKey {
+            key_id: "k2".into(),
+            issued_at: t(50),
+            expires_at: t(DAY),
+        });
+        let vetted = vet(unsigned(r.clone()), &status_of(&r));
+        assert_eq!(vetted.trust, RecordTrust::Verified);
+        assert_eq!(vetted.record, Some(r.clone()));
+        assert!(vetted.details_stale, "rewritten with its MAC at once");
+    }
+
+    #[test]
+    fn an_unsigned_record_the_status_does_not_corroborate_is_forged() {
+        let r = record();
+        let status = status_of(&r);
+        let mut edits: Vec<CredentialRecord> = Vec::new();
+        // A key adopted, a key named current, times moved, a staged key invented.
+        let mut e = r.clone();
+        e.previous.push(PreviousKey {
+            key_id: "adopt-me".into(),
+            revoke_after: t(DAY),
+        });
+        edits.push(e);
+        let mut e = r.clone();
+        e.key_id = "someone-elses".into();
+        edits.push(e);
+        let mut e = r.clone();
+        e.expires_at = t(DAY);
+        edits.push(e);
+        let mut e = r.clone();
+        e.pending = Some(crate::secret::PendingKey {
+            key_id: "k9".into(),
+            issued_at: t(0),
+            expires_at: t(DAY),
+        });
+        edits.push(e);
+        for e in edits {
+            let vetted = vet(unsigned(e.clone()), &status);
+            assert_eq!(
+                (vetted.trust, vetted.record),
+                (RecordTrust::Forged, None),
+                "{e:?}"
+            );
+        }
+        // No status at all (it was lost): nothing corroborates.
+        let vetted = vet(unsigned(r.clone()), &ApplicationStatus::default());
+        assert_eq!(vetted.trust, RecordTrust::Forged);
+        // Signed and forged records pass through untouched.
+        let signed = stored(Some(r.clone()), false);
+        assert_eq!(vet(signed, &ApplicationStatus::default()).record, Some(r));
     }
 }

@@ -896,6 +896,7 @@ struct Delivery<'a> {
     record: Option<CredentialRecord>,
     value: Option<SecretString>,
     pending_value: Option<SecretString>,
+    key: &'a crate::secret::mac::RecordKey,
 }
 
 impl Delivery<'_> {
@@ -904,14 +905,18 @@ impl Delivery<'_> {
         let (Some(record), Some(value)) = (&self.record, &self.value) else {
             return Err(Error::MissingObjectKey("the credential record"));
         };
+        let contents = secret::Contents {
+            layout: &self.layout,
+            details: &self.details,
+            record,
+        };
         let secret = secret::render(
             self.app,
             &self.name,
-            &self.layout,
-            &self.details,
+            contents,
             value,
             self.pending_value.as_ref(),
-            record,
+            self.key,
         );
         write_secret(&self.secrets, self.exists, &secret).await?;
         self.exists = true;
@@ -964,7 +969,26 @@ async fn deliver_credential(
     }
     let existing = existing.filter(|s| !secret::type_differs(s, &layout));
     let details = connection_details(gate, app_id);
-    let stored = existing.as_ref().map(|s| secret::read(s, &layout, &details));
+    let stored = existing
+        .as_ref()
+        .map(|s| credential::vet(secret::read(s, &layout, &details, &ctx.record_key), status));
+    if stored
+        .as_ref()
+        .is_some_and(|s| s.trust == secret::RecordTrust::Forged)
+    {
+        let note = format!(
+            "the credential record in Secret {secret_name} was not written by the operator (its MAC does not verify); it is ignored: a new secret replaces the one there, and only keys the status names are revoked"
+        );
+        events::publish(
+            ctx,
+            app,
+            EventType::Warning,
+            "CredentialRecordTampered",
+            "VerifyRecord",
+            note,
+        )
+        .await;
+    }
     let now = ctx.now();
     let rotate_request = app.annotations().get(ROTATE_ANNOTATION).cloned();
     let revoke_all_request = app.annotations().get(REVOKE_ALL_ANNOTATION).cloned();
@@ -1010,6 +1034,7 @@ async fn deliver_credential(
         record,
         value: stored.as_ref().and_then(|s| s.client_secret.clone()),
         pending_value: stored.as_ref().and_then(|s| s.pending_secret.clone()),
+        key: &ctx.record_key,
     };
     // Keys named only by the status (a Secret deleted by hand) are superseded too.
     let status_keys: Vec<String> = status

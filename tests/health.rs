@@ -1,0 +1,148 @@
+//! `/healthz` against a real kube-apiserver that goes away: it turns 503, naming the
+//! controllers' watches, once they have failed for `--unhealthy-after`, and back to ok
+//! after the apiserver returns; the process keeps running throughout. Runs on a control
+//! plane of its own (stopping the apiserver would disturb other tests); skipped, saying so,
+//! on a cluster of the user's.
+//!
+//! Run with `cargo test --test health`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::cluster::*;
+use support::operator::{emulator_ca_path, OperatorProcess};
+
+const UNHEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// A reconnected watch is judged healthy once it stayed quiet for this long
+/// (`controller::health::QUIET`), plus a retry interval; after a restart the watches also
+/// meet `410 Expired` for a while and re-list (about 100 s in all, measured).
+const RECOVERY: Duration = Duration::from_secs(60 + 10);
+
+/// The address the operator logged for its health endpoints.
+fn health_addr(logs: &str) -> Option<String> {
+    let line = logs.lines().find(|l| l.contains("serving metrics and health"))?;
+    let field = line.split_whitespace().find_map(|w| w.strip_prefix("health="))?;
+    Some(field.trim_matches('"').to_string())
+}
+
+/// `GET /healthz`: status and body.
+async fn healthz(http: &reqwest::Client, addr: &str) -> Result<(u16, String), String> {
+    let resp = http
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.map_err(|e| e.to_string())?))
+}
+
+async fn wait_healthz(
+    http: &reqwest::Client,
+    addr: &str,
+    want: u16,
+    what: &str,
+    timeout: Duration,
+) -> String {
+    wait_for(what, timeout, || async {
+        let (status, body) = healthz(http, addr).await?;
+        Ok::<_, String>((status == want).then_some(body))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_fails_while_the_apiserver_is_gone_and_recovers_after() {
+    let Some(mut cp) =
+        private_control_plane("healthz_fails_while_the_apiserver_is_gone_and_recovers_after").await
+    else {
+        return;
+    };
+    let client = client_from_kubeconfig(cp.kubeconfig_path()).await.unwrap();
+    let version = server_version(&client).await.unwrap();
+    install_crds_from_dir(&client, &crds_dir(), &version)
+        .await
+        .unwrap();
+    ensure_namespace(&client, OPERATOR_NAMESPACE).await.unwrap();
+    let op = OperatorProcess::start_with_kubeconfig(
+        cp.kubeconfig_path().to_path_buf(),
+        &emulator_ca_path().await,
+        &["--unhealthy-after", "5s"],
+    )
+    .await;
+    let addr = wait_for("the operator to log its health address", TIMEOUT, || {
+        let addr = health_addr(&op.logs());
+        async move { Ok::<_, String>(addr) }
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let body = wait_healthz(&http, &addr, 200, "/healthz ok at start", TIMEOUT).await;
+    assert_eq!(body, "ok");
+    // Ready: the record key is loaded and the controllers (and their watches) run.
+    wait_for("/readyz", TIMEOUT, || async {
+        let resp = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(resp.status().is_success().then_some(()))
+    })
+    .await;
+
+    // Watches fail from the moment the apiserver gets SIGTERM, before stop returns.
+    let stopped = Instant::now();
+    cp.stop_apiserver();
+    let body = wait_healthz(
+        &http,
+        &addr,
+        503,
+        "/healthz to fail without the apiserver",
+        TIMEOUT,
+    )
+    .await;
+    let noticed = stopped.elapsed();
+    eprintln!(
+        "/healthz failed {noticed:.1?} after the apiserver stopped (bound {UNHEALTHY_AFTER:?}):\n{body}"
+    );
+    assert!(noticed >= UNHEALTHY_AFTER, "failed before the bound: {noticed:?}");
+    let watches = [
+        "provider/DcrProvider",
+        "provider/Secret",
+        "strategy/AuthStrategy",
+        "strategy/DcrProvider",
+        "application/Application",
+        "application/Secret",
+        "application/AuthStrategy",
+    ];
+    let body = wait_for("/healthz to name every watch", TIMEOUT, || async {
+        let (status, body) = healthz(&http, &addr).await?;
+        let all = status == 503 && watches.iter().all(|w| body.contains(&format!("{w}: ")));
+        Ok::<_, String>(all.then_some(body))
+    })
+    .await;
+    eprintln!(
+        "every watch failing {:.1?} after the stop:\n{body}",
+        stopped.elapsed()
+    );
+
+    cp.start_apiserver().await.expect("starting the apiserver again");
+    let started = Instant::now();
+    let body = wait_healthz(
+        &http,
+        &addr,
+        200,
+        "/healthz ok after the apiserver returned",
+        RECOVERY + 2 * TIMEOUT,
+    )
+    .await;
+    assert_eq!(body, "ok");
+    eprintln!(
+        "/healthz ok {:.1?} after the apiserver was back",
+        started.elapsed()
+    );
+    let logs = op.logs();
+    assert!(
+        !logs.contains("dcr-operator failed") && !logs.contains("dcr-operator stopped"),
+        "{logs}"
+    );
+}
