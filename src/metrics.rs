@@ -51,6 +51,7 @@ pub struct Metrics {
     credential_expiry: Family<ApplicationLabels, Gauge<f64, AtomicU64>>,
     application_ready: Family<ApplicationLabels, Gauge>,
     orphaned_applications: Family<ProviderLabels, Gauge>,
+    orphans_skipped: Family<ProviderLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,9 +106,16 @@ impl Default for Metrics {
             "Applications at the provider tagged by this cluster that no Application owns",
             orphaned_applications.clone(),
         );
+        let orphans_skipped = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "orphans_skipped",
+            "Applications tagged by this cluster with no Application that the orphan sweep keeps: not this cluster's uniqueName, or not owned by the operator",
+            orphans_skipped.clone(),
+        );
         Self {
             registry,
             orphaned_applications,
+            orphans_skipped,
             reconciles,
             reconcile_duration,
             graph_requests,
@@ -172,6 +180,13 @@ impl Metrics {
         self.orphaned_applications
             .get_or_create(&labels)
             .set(i64::from(count));
+    }
+
+    pub fn set_orphans_skipped(&self, provider: &str, count: u32) {
+        let labels = ProviderLabels {
+            provider: provider.into(),
+        };
+        self.orphans_skipped.get_or_create(&labels).set(i64::from(count));
     }
 
     /// The text exposition format.

@@ -536,11 +536,23 @@ async fn replication_lag_is_survived() {
         .await
         .expect("SP create survives NoBackingApplicationObject");
     assert_eq!(sp.app_id.as_deref(), Some(app_id.as_str()));
-    let read = client
-        .get_application(&app.id, Freshness::JustCreated)
-        .await
-        .unwrap();
-    assert!(read.passwords().iter().any(|p| p.key_id == pw.key_id));
+    // Reads of passwordCredentials lag addPassword by the replication window too (the
+    // emulator's strict reads): the key shows once it has replicated.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = client
+            .get_application(&app.id, Freshness::JustCreated)
+            .await
+            .unwrap();
+        if read.passwords().iter().any(|p| p.key_id == pw.key_id) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key never showed in a read"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     assert!(
         count(&emu, "application.addPassword", 404) >= 1,

@@ -515,16 +515,61 @@ async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
         "released client untagged: {tags:?}"
     );
 
-    // An application tagged by this cluster for an Application that no longer exists.
+    // An application tagged by this cluster for an Application that no longer exists, with
+    // the uniqueName this cluster gives it, owned by the operator: an orphan.
+    let cluster = support::operator::CLUSTER_NAME;
+    let tagged = |uid: &str, unique_name: &str, owned: bool| {
+        let mut body = json!({
+            "displayName": "left behind",
+            "uniqueName": unique_name,
+            "tags": ["dcr-operator", format!("dcr-operator:cluster:{cluster}"), format!("dcr-operator:uid:{uid}")],
+        });
+        if owned {
+            body["owners@odata.bind"] = json!([format!(
+                "https://graph.microsoft.com/v1.0/directoryObjects/{}",
+                s.admin.sp_id
+            )]);
+        }
+        body
+    };
     let gone_uid = uuid::Uuid::new_v4().to_string();
-    let body = json!({
-        "displayName": "left behind",
-        "tags": ["dcr-operator", format!("dcr-operator:cluster:{}", support::operator::CLUSTER_NAME), format!("dcr-operator:uid:{gone_uid}")],
-        "owners@odata.bind": [format!("{}/directoryObjects/{}", s.emu.graph_v1(), s.admin.sp_id)]
-    });
+    let body = tagged(&gone_uid, &format!("dcr-{cluster}-{gone_uid}"), true);
     assert!(graph(&s, reqwest::Method::POST, "/applications", Some(body))
         .await
         .is_success());
+    // Tagged the same way but not provably this cluster's: a foreign uniqueName (owned by
+    // the operator all the same), and this cluster's scheme but another owner.
+    let foreign_uid = uuid::Uuid::new_v4().to_string();
+    let body = tagged(&foreign_uid, &format!("someone-elses-{foreign_uid}"), true);
+    assert!(graph(&s, reqwest::Method::POST, "/applications", Some(body))
+        .await
+        .is_success());
+    let unowned_uid = uuid::Uuid::new_v4().to_string();
+    let other_admin = s.emu.seed_admin_app(
+        &s.admin.tenant_id,
+        sandbox::graph::GraphPermission::ApplicationReadWriteAll,
+    );
+    let created = s
+        .emu
+        .http_client()
+        .post(format!("{}/applications", s.emu.graph_v1()))
+        .bearer_auth(s.emu.mint_token(&other_admin))
+        .json(&tagged(
+            &unowned_uid,
+            &format!("dcr-{cluster}-{unowned_uid}"),
+            false,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{created:?}");
+    let live = |uid: &str| {
+        s.emu
+            .state()
+            .applications()
+            .find(|a| a.tags.iter().any(|t| t.ends_with(uid)))
+            .map(|a| a.deleted_date_time.is_none())
+    };
     let orphan = || {
         let state = s.emu.state();
         let found = state
@@ -534,6 +579,14 @@ async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
         found
     };
 
+    let provider_events = || async {
+        s.events()
+            .await
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(s.provider.as_str()))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
     let poke_provider = |n: u32| {
         let patch = json!({"metadata": {"annotations": {"test.dcr-operator.io/poke": n.to_string()}}});
         let providers = s.providers();
@@ -557,19 +610,75 @@ async fn orphaned_applications_are_reported_and_reaped_only_on_opt_in() {
     .await;
     assert_eq!(orphan().map(|o| o.1), Some(false), "reported, not deleted");
 
+    // Opting in: the first delete is refused (403); the provider stays Ready, says so on
+    // the provider, and the next sweep deletes it. The foreign two are kept throughout.
+    s.emu.update_config(|c| {
+        c.faults.operations = vec!["application.delete".into()];
+        c.faults.error_status = 403;
+        c.faults.error_next = 1;
+    });
     let mut spec = s.provider_spec();
     spec["azureAD"]["orphanedApplications"] = json!("Delete");
     s.apply_provider_spec(spec).await;
+    wait_for("the refused delete to be reported", TIMEOUT, || async {
+        let events = provider_events().await;
+        Ok::<_, kube::Error>(events.iter().any(|(r, _)| r == "OrphanNotDeleted").then_some(()))
+    })
+    .await;
+    let p = s
+        .wait_ready(&s.providers(), &s.provider, "True", Some("Ready"))
+        .await;
+    assert!(
+        p.status
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "OrphanDeletion"),
+        "an explicit cluster name: deletion is not refused"
+    );
+    let mut n = 2;
     wait_for(
         "the orphan to be deleted once the provider opts in",
         TIMEOUT,
-        || async {
-            let p = s.providers().get(&s.provider).await?;
-            let count = p.status.map(|st| st.orphaned_applications).unwrap_or(99);
-            Ok::<_, kube::Error>((count == 0 && orphan().is_some_and(|o| o.1)).then_some(()))
+        || {
+            n += 1;
+            let poke = poke_provider(n);
+            async {
+                poke.await;
+                let p = s.providers().get(&s.provider).await?;
+                let count = p.status.map(|st| st.orphaned_applications).unwrap_or(99);
+                Ok::<_, kube::Error>((count == 0 && orphan().is_some_and(|o| o.1)).then_some(()))
+            }
         },
     )
     .await;
+    assert_eq!(live(&foreign_uid), Some(true), "a foreign uniqueName is kept");
+    assert_eq!(
+        live(&unowned_uid),
+        Some(true),
+        "an application the operator does not own is kept"
+    );
+    // One Warning per skipped application (the recorder folds repeats of a reason into one
+    // series, so the log names each).
+    let events = provider_events().await;
+    assert!(events.iter().any(|(r, _)| r == "OrphanSkipped"), "{events:?}");
+    let logs = s.operator.logs();
+    for uid in [&foreign_uid, &unowned_uid] {
+        let id = s
+            .emu
+            .state()
+            .applications()
+            .find(|a| a.tags.iter().any(|t| t.ends_with(uid.as_str())))
+            .map(|a| a.id.clone())
+            .unwrap();
+        assert!(
+            logs.contains(&format!("application {id} (client"))
+                && logs.contains("is not provably this cluster's"),
+            "{uid} reported as skipped"
+        );
+    }
+    s.wait_ready(&s.providers(), &s.provider, "True", Some("Ready"))
+        .await;
     assert!(
         s.emu
             .state()
@@ -812,9 +921,19 @@ both_profiles!(an_application_soft_deleted_while_status_lost_its_id_is_restored)
 /// Status lost the object id (restored from a backup without status, say) and the Entra
 /// application was deleted out of band: its uniqueName is still reserved by the deleted item,
 /// so the upsert answers 400. The operator finds it in deleted items and restores it: the
-/// same client, no second application.
+/// same client, no second application. Listing deleted items needs `Application.Read.All`
+/// besides OwnedBy (see `a_soft_deleted_application_without_read_all_is_reported_not_replaced`).
 async fn an_application_soft_deleted_while_status_lost_its_id_is_restored(test: &str, profile: Profile) {
-    let s = Scenario::start(test, profile).await;
+    let s = Scenario::start_with_permissions(
+        test,
+        profile.config(),
+        support::operator::operator().await,
+        &[
+            sandbox::graph::GraphPermission::ApplicationReadWriteOwnedBy,
+            sandbox::graph::GraphPermission::ApplicationReadAll,
+        ],
+    )
+    .await;
     s.create_app("lost", json!({})).await;
     let (app, _) = ready_app(&s, "lost").await;
     let st = app.status.clone().unwrap();
@@ -1151,5 +1270,130 @@ async fn forged_status_ids_never_touch_another_application() {
     );
     drop(state);
     s.wait_ready(&s.apps(), "a", "True", Some("Ready")).await;
+    s.teardown().await;
+}
+
+/// With `Application.ReadWrite.OwnedBy` alone (the scenario's admin), the deleted-items
+/// listing is 403: an Application whose status lost its ids while its Entra application
+/// sits in deleted items (holding the uniqueName) reports `InsufficientPermissions` naming
+/// `Application.Read.All`, registers nothing new, and recovers once the application is
+/// restored by hand (restore of an owned item is allowed under OwnedBy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_deleted_application_without_read_all_is_reported_not_replaced() {
+    let s = Scenario::start("deleted_items_denied", Profile::Ideal).await;
+    s.create_app("held", json!({})).await;
+    let (app, key) = ready_app(&s, "held").await;
+    let st = status_of(&app);
+    let (client_id, object_id) = (st.client_id.unwrap(), st.application_object_id.unwrap());
+    // Deleted out of band, and status loses the id. A pass already under way may still
+    // restore it by the id it read: then do it again, until a pass meets the deleted item
+    // with no id to restore by.
+    let live = |s: &Scenario| {
+        s.emu
+            .state()
+            .application(&client_id)
+            .is_some_and(|a| a.deleted_date_time.is_none())
+    };
+    let failed = wait_for(
+        "the refused deleted-items listing to be reported",
+        TIMEOUT,
+        || async {
+            let app = s.apps().get("held").await?;
+            let condition = Scenario::ready_condition(&app);
+            if condition["reason"] == "InsufficientPermissions" {
+                return Ok::<_, kube::Error>(Some(app));
+            }
+            if live(&s) {
+                graph(
+                    &s,
+                    reqwest::Method::DELETE,
+                    &format!("/applications/{object_id}"),
+                    None,
+                )
+                .await;
+            }
+            if status_of(&app).application_object_id.is_some() {
+                let forget = json!({"status": {"applicationObjectId": null}});
+                s.apps()
+                    .patch_status("held", &PatchParams::default(), &Patch::Merge(&forget))
+                    .await?;
+                poke(&s, "held").await;
+            }
+            Ok(None)
+        },
+    )
+    .await;
+    let message = Scenario::ready_condition(&failed)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("Application.Read.All"), "{message}");
+    assert!(message.contains("deletedItems"), "{message}");
+    assert!(
+        s.requests_seen("deletedItems.list", "", Some(403)) >= 1,
+        "the listing was asked and refused"
+    );
+    let warned = warnings(&s, "held", &["InsufficientPermissions"]).await;
+    assert!(
+        warned.iter().any(|w| w.contains("Application.Read.All")),
+        "{warned:?}"
+    );
+    let ours = |s: &Scenario| {
+        let uid = app.metadata.uid.clone().unwrap();
+        s.emu
+            .state()
+            .applications()
+            .filter(|a| a.tags.iter().any(|t| t.ends_with(&uid)))
+            .count()
+    };
+    assert_eq!(ours(&s), 1, "no second application");
+
+    // Restored by hand: the next pass finds it by uniqueName, same client, same key.
+    let restored = graph(
+        &s,
+        reqwest::Method::POST,
+        &format!("/directory/deletedItems/{object_id}/restore"),
+        Some(json!({})),
+    )
+    .await;
+    assert!(restored.is_success(), "{restored}");
+    poke(&s, "held").await;
+    let (app, now_key) = ready_app(&s, "held").await;
+    assert_eq!(status_of(&app).client_id.as_deref(), Some(client_id.as_str()));
+    assert_eq!(now_key, key);
+    assert_eq!(ours(&s), 1);
+    s.teardown().await;
+}
+
+/// A new service principal replicates for a while (6 s here), and the token endpoint answers
+/// AADSTS7000229 for its client meanwhile (contract §1.1, §5): the operator proves the one
+/// secret it issued again later, as a secret still activating, and issues no second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicating_service_principal_costs_no_second_password() {
+    let cfg = sandbox::graph::EmulatorConfig {
+        replication_lag: std::time::Duration::from_secs(6),
+        ..Default::default()
+    };
+    let s = Scenario::start_with_config("sp_replicating", cfg, support::operator::operator().await).await;
+    s.create_app("fresh", json!({})).await;
+    let (app, key) = ready_app(&s, "fresh").await;
+    let client_id = status_of(&app).client_id.unwrap();
+    let object_id = status_of(&app).application_object_id.unwrap();
+    let requests = s.emu.requests();
+    let refused = requests
+        .iter()
+        .filter(|r| r.operation == "token.v2" && r.status == 401)
+        .filter(|r| r.app_id.as_deref() == Some(client_id.as_str()))
+        .count();
+    assert!(
+        refused >= 1,
+        "a token request met the replicating service principal"
+    );
+    assert_eq!(
+        s.requests_seen("application.addPassword", &object_id, Some(200)),
+        1,
+        "one password issued"
+    );
+    assert_eq!(provider_keys(&s, &client_id), vec![key]);
     s.teardown().await;
 }

@@ -482,13 +482,15 @@ async fn orphan_policy_beats_purge_and_the_client_is_not_reported() {
         .await
         .expect("the released client still works");
 
-    // A real orphan (tagged by this cluster, no Application) next to it: once the provider
-    // has swept and counts that one, it counts only that one.
+    // A real orphan (tagged by this cluster, named by its scheme, owned by the operator, no
+    // Application) next to it: once the provider has swept and counts that one, it counts
+    // only that one.
     let gone_uid = uuid::Uuid::new_v4().to_string();
     let body = json!({
         "displayName": "left behind",
+        "uniqueName": format!("dcr-{CLUSTER_NAME}-{gone_uid}"),
         "tags": ["dcr-operator", format!("dcr-operator:cluster:{CLUSTER_NAME}"), format!("dcr-operator:uid:{gone_uid}")],
-        "owners@odata.bind": [format!("{}/directoryObjects/{}", s.emu.graph_v1(), s.admin.sp_id)]
+        "owners@odata.bind": [format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", s.admin.sp_id)]
     });
     assert!(graph_post(s, "/applications", body).await.is_success());
     let patch = json!({"metadata": {"annotations": {"test.dcr-operator.io/poke": "1"}}});

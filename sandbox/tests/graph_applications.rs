@@ -568,7 +568,10 @@ async fn s3_owned_by_caller_manages_only_the_apps_it_owns() {
         GraphPermission::ApplicationReadWriteOwnedBy,
     )
     .await;
-    let bind = format!("{}/directoryObjects/{}", env.emu.graph_v1(), env.admin.sp_id);
+    let bind = format!(
+        "https://graph.microsoft.com/v1.0/directoryObjects/{}",
+        env.admin.sp_id
+    );
     // Created with owners@odata.bind naming itself: fully manageable.
     let mine = env
         .create_app(json!({"displayName": "mine", "owners@odata.bind": [bind]}))
@@ -609,7 +612,7 @@ async fn s3_owned_by_caller_manages_only_the_apps_it_owns() {
             Method::POST,
             &format!("{opath}/owners/$ref"),
             Some(
-                json!({"@odata.id": format!("{}/directoryObjects/{}", env.emu.graph_v1(), env.admin.sp_id)}),
+                json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", env.admin.sp_id)}),
             ),
             &[],
         )
@@ -791,7 +794,7 @@ async fn s8_limits_and_formats_are_enforced() {
         json!({"displayName": "u", "identifierUris": ["https://not-verified.example/api"]}),
         json!({"displayName": "n", "uniqueName": "has space"}),
         json!({"displayName": "r", "requiredResourceAccess": (0..51).map(|i| json!({"resourceAppId": format!("{i}"), "resourceAccess": []})).collect::<Vec<_>>()}),
-        json!({"displayName": "o", "owners@odata.bind": (0..21).map(|_| format!("{}/directoryObjects/{}", env.emu.graph_v1(), env.admin.sp_id)).collect::<Vec<_>>()}),
+        json!({"displayName": "o", "owners@odata.bind": (0..21).map(|_| format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", env.admin.sp_id)).collect::<Vec<_>>()}),
     ];
     for body in bad {
         let r = env.post("/applications", body.clone()).await;
@@ -848,7 +851,10 @@ async fn s3_duplicate_owner_references_are_rejected() {
         GraphPermission::ApplicationReadWriteOwnedBy,
     )
     .await;
-    let bind = format!("{}/directoryObjects/{}", env.emu.graph_v1(), env.admin.sp_id);
+    let bind = format!(
+        "https://graph.microsoft.com/v1.0/directoryObjects/{}",
+        env.admin.sp_id
+    );
     let upsert = |body: Value| {
         let env = &env;
         async move {

@@ -262,7 +262,10 @@ async fn s5_owned_by_caller_creates_sps_only_for_apps_it_owns() {
         GraphPermission::ApplicationReadWriteOwnedBy,
     )
     .await;
-    let bind = format!("{}/directoryObjects/{}", env.emu.graph_v1(), env.admin.sp_id);
+    let bind = format!(
+        "https://graph.microsoft.com/v1.0/directoryObjects/{}",
+        env.admin.sp_id
+    );
     let mine = env
         .create_app(json!({"displayName": "mine", "owners@odata.bind": [bind]}))
         .await;

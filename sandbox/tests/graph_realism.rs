@@ -150,7 +150,10 @@ async fn s7_sp_create_during_lag_can_answer_the_observed_403_instead() {
         ..frozen().with_replication_lag(Duration::from_secs(2))
     };
     let env = Env::with(cfg, GraphPermission::ApplicationReadWriteOwnedBy).await;
-    let bind = format!("{}/directoryObjects/{}", env.emu.graph_v1(), env.admin.sp_id);
+    let bind = format!(
+        "https://graph.microsoft.com/v1.0/directoryObjects/{}",
+        env.admin.sp_id
+    );
     let app = env
         .create_app(json!({"displayName": "o", "owners@odata.bind": [bind]}))
         .await;

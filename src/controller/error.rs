@@ -58,6 +58,16 @@ pub enum Error {
     #[error("{0} is not visible at the provider yet (replication lag); retrying")]
     NotReplicated(String),
 
+    /// Graph refused a call (403) that the admin client's permission does not cover; the
+    /// message names the permission that does (README, "Every Graph call").
+    #[error("{what}: needs the Graph application permission {permission}, which the admin client lacks ({source})")]
+    MissingPermission {
+        what: String,
+        permission: &'static str,
+        #[source]
+        source: GraphError,
+    },
+
     #[error("failed to verify the provider: {0}")]
     VerifyProvider(#[source] GraphError),
 
@@ -86,6 +96,7 @@ impl Error {
             Error::DeleteApplication(_) => "DeleteApplication",
             Error::PurgePending { .. } => "PurgePending",
             Error::NotReplicated(_) => "NotReplicated",
+            Error::MissingPermission { .. } => "InsufficientPermissions",
             Error::VerifyProvider(_) => "VerifyProvider",
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -107,7 +118,8 @@ impl Error {
             | Error::ReadApplication(e)
             | Error::DeleteApplication(e)
             | Error::VerifyProvider(e)
-            | Error::RevokeCredential { source: e, .. } => Some(e),
+            | Error::RevokeCredential { source: e, .. }
+            | Error::MissingPermission { source: e, .. } => Some(e),
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.graph_error(),
                 _ => None,

@@ -2,7 +2,6 @@
 //! principal. Owns the provider's `Ready` condition; a bad configuration is a condition
 //! (`Ready=False` + reason) and a slow requeue, never a hot retry loop.
 
-use super::application::desired;
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events;
@@ -10,18 +9,18 @@ use super::providers::ClientError;
 use super::status::apply_status;
 use crate::crd::conditions::{find_condition, set_condition, ConditionType, DesiredCondition, Reason};
 use crate::crd::decoded::Decoded;
-use crate::crd::provider::{DcrProvider, DeletedApplicationsPolicy, OrphanedApplicationsPolicy};
+use crate::crd::provider::DcrProvider;
 use crate::crd::strategy::AuthStrategy;
-use crate::crd::Application;
 use crate::idp::azure::{GraphClient, GraphError, TokenError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod orphans;
 
 pub const KIND: &str = "DcrProvider";
 const MANAGER: &str = "dcr-operator/dcrprovider";
@@ -59,8 +58,14 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
         None => verify(&provider, &ctx).await?,
     };
     let strategies = strategies_using(&ctx, &name).await?;
-    let orphans = match &client {
-        Some(graph) => Some(sweep_orphans(&provider, &ctx, graph).await?),
+    let operator_principal = verification.service_principal_id.clone().or_else(|| {
+        provider
+            .status
+            .as_ref()
+            .and_then(|s| s.service_principal_id.clone())
+    });
+    let sweep = match &client {
+        Some(graph) => orphans::sweep(&provider, &ctx, graph, operator_principal.as_deref()).await,
         None => None,
     };
 
@@ -78,8 +83,16 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
     );
     status.observed_generation = provider.metadata.generation;
     status.auth_strategies = strategies;
-    if let Some(count) = orphans {
-        status.orphaned_applications = count;
+    if let Some(sweep) = sweep {
+        status.orphaned_applications = sweep.orphans;
+    }
+    match orphans::deletion_refusal(&provider, &ctx.settings.cluster_name) {
+        Some(refusal) => {
+            set_condition(&mut status.conditions, refusal, provider.metadata.generation, now);
+        }
+        None => status
+            .conditions
+            .retain(|c| c.type_ != ConditionType::OrphanDeletion.as_str()),
     }
     status.active = strategies > 0;
     if verification.service_principal_id.is_some() {
@@ -239,66 +252,6 @@ fn token_failure(e: &TokenError) -> Verification {
             Duration::from_secs(300)
         }),
     }
-}
-
-/// Applications at the provider tagged by this cluster whose Application is gone: counted
-/// in status and a metric, logged, and deleted only when the provider says `Delete`.
-async fn sweep_orphans(provider: &DcrProvider, ctx: &Context, graph: &GraphClient) -> Result<u32> {
-    let name = provider.name_any();
-    let tag = desired::cluster_tag(&ctx.settings.cluster_name);
-    let tagged = graph
-        .list_applications_by_tag(&tag)
-        .await
-        .map_err(Error::ReadApplication)?;
-    let owners: HashSet<String> = Api::<Application>::all(ctx.client.clone())
-        .list_metadata(&ListParams::default())
-        .await
-        .map_err(|source| Error::ReadObject {
-            what: "Applications".into(),
-            source,
-        })?
-        .items
-        .into_iter()
-        .filter_map(|a| a.metadata.uid)
-        .collect();
-    let orphans: Vec<_> = tagged
-        .iter()
-        .filter(|a| a.deleted_date_time.is_none())
-        .filter(|a| desired::owner_uid(a.tags()).is_some_and(|uid| !owners.contains(uid)))
-        .collect();
-    ctx.metrics.set_orphaned_applications(&name, orphans.len() as u32);
-    let azure = provider.spec.azure_ad.as_ref();
-    let delete = azure.map(|a| a.orphaned_applications) == Some(OrphanedApplicationsPolicy::Delete);
-    for orphan in &orphans {
-        let client_id = orphan.app_id.clone().unwrap_or_default();
-        tracing::warn!(provider = %name, object_id = %orphan.id, client_id = %client_id, delete, "application tagged by this cluster has no Application");
-        if delete {
-            graph
-                .delete_application(&orphan.id)
-                .await
-                .map_err(Error::DeleteApplication)?;
-            if azure.map(|a| a.deleted_applications) == Some(DeletedApplicationsPolicy::Purge) {
-                graph
-                    .permanently_delete_application(&orphan.id)
-                    .await
-                    .map_err(Error::DeleteApplication)?;
-            }
-            let note = format!(
-                "deleted orphaned application {} (client {client_id}): no Application owns it",
-                orphan.id
-            );
-            events::publish(
-                ctx,
-                provider,
-                EventType::Normal,
-                "OrphanDeleted",
-                "SweepOrphans",
-                note,
-            )
-            .await;
-        }
-    }
-    Ok(if delete { 0 } else { orphans.len() as u32 })
 }
 
 /// How many strategies use the provider (one that does not decode is not counted, and never

@@ -16,6 +16,8 @@ pub enum ConditionType {
     Ready,
     /// The provider's client-side request budget or the IdP's throttling is slowing work down.
     Throttled,
+    /// DcrProvider only, and only while `orphanedApplications: Delete` is refused.
+    OrphanDeletion,
 }
 
 impl ConditionType {
@@ -23,6 +25,7 @@ impl ConditionType {
         match self {
             ConditionType::Ready => "Ready",
             ConditionType::Throttled => "Throttled",
+            ConditionType::OrphanDeletion => "OrphanDeletion",
         }
     }
 }
@@ -58,6 +61,8 @@ pub enum Reason {
     Throttled,
     /// The initial client lacks the permissions needed to manage applications.
     InsufficientPermissions,
+    /// Orphan deletion is asked for while the operator runs with the default cluster name.
+    ClusterNameRequired,
 
     // -- AuthStrategy
     /// The referenced DcrProvider does not exist.
@@ -98,6 +103,7 @@ impl Reason {
             Reason::Unreachable => "Unreachable",
             Reason::Throttled => "Throttled",
             Reason::InsufficientPermissions => "InsufficientPermissions",
+            Reason::ClusterNameRequired => "ClusterNameRequired",
             Reason::ProviderNotFound => "ProviderNotFound",
             Reason::ProviderNotReady => "ProviderNotReady",
             Reason::StrategyNotFound => "StrategyNotFound",
@@ -124,6 +130,7 @@ impl Reason {
         Reason::Unreachable,
         Reason::Throttled,
         Reason::InsufficientPermissions,
+        Reason::ClusterNameRequired,
         Reason::ProviderNotFound,
         Reason::ProviderNotReady,
         Reason::StrategyNotFound,

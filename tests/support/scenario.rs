@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use sandbox::graph::{AdminApp, EmulatorConfig, GraphEmulator, GraphPermission, TenantSpec};
+use sandbox::graph::{AdminApp, AppSpec, EmulatorConfig, GraphEmulator, GraphPermission, TenantSpec};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -68,12 +68,32 @@ impl Scenario {
         emulator: EmulatorConfig,
         operator: &'static Operator,
     ) -> Scenario {
+        Self::start_with_permissions(
+            test,
+            emulator,
+            operator,
+            &[GraphPermission::ApplicationReadWriteOwnedBy],
+        )
+        .await
+    }
+
+    /// [`Scenario::start_with_config`] with an admin client holding `permissions`.
+    pub async fn start_with_permissions(
+        test: &str,
+        emulator: EmulatorConfig,
+        operator: &'static Operator,
+        permissions: &[GraphPermission],
+    ) -> Scenario {
         let cluster = cluster().await;
         let client = cluster.client().await;
         let ns = cluster.namespace(test).await;
         let emu = GraphEmulator::start(emulator).await.expect("emulator");
         let tenant = emu.seed_tenant(TenantSpec::default());
-        let admin = emu.seed_admin_app(&tenant.id, GraphPermission::ApplicationReadWriteOwnedBy);
+        let spec = AppSpec {
+            graph_permissions: permissions.iter().map(|p| p.as_str().to_string()).collect(),
+            ..AppSpec::admin(GraphPermission::ApplicationReadWriteOwnedBy)
+        };
+        let admin = emu.seed_app(&tenant.id, spec);
         let s = Scenario {
             provider: format!("{}-entra", ns.name()),
             strategy: format!("{}-strategy", ns.name()),

@@ -119,7 +119,7 @@ fn apply_body(
                 let s = r
                     .as_str()
                     .ok_or_else(|| GraphError::bad_request("owners@odata.bind entries must be URLs."))?;
-                binds.push(reference_id(s)?);
+                binds.push(reference_id(s, "@odata.bind for owners")?);
             }
             continue;
         }
@@ -268,8 +268,9 @@ fn expands_owners(ctx: &Ctx) -> Result<bool, GraphError> {
     }
 }
 
-fn render(t: &Tenant, app: &App, expand: bool) -> Value {
-    let mut v = app.render();
+/// An application as a read at `now` returns it.
+fn render(t: &Tenant, app: &App, expand: bool, now: DateTime<Utc>) -> Value {
+    let mut v = app.render_read(now);
     if expand {
         v["owners"] = Value::Array(owner_objects(t, app));
     }
@@ -334,6 +335,7 @@ fn new_app(
         deleted: None,
         owners,
         passwords: Vec::new(),
+        stale_passwords: Vec::new(),
         fics: Vec::new(),
     })
 }
@@ -348,7 +350,10 @@ fn insert_new(
     let t = ctx.tenant_mut(dir);
     let app = new_app(t, ctx, body, unique_name, seq)?;
     let (id, visible_at) = (app.id, app.visible_at);
-    let out = with_context(ctx.context_url("applications/$entity"), render(t, &app, false));
+    let out = with_context(
+        ctx.context_url("applications/$entity"),
+        render(t, &app, false, ctx.now),
+    );
     t.apps.insert(id, app);
     t.record_change(seq, visible_at, id);
     Ok(Reply::Json(StatusCode::CREATED, out))
@@ -367,7 +372,7 @@ pub(crate) fn get(dir: &Directory, ctx: &Ctx, key: &AppKey) -> GraphResult {
     let t = ctx.tenant(dir);
     let id = find(t, key, ctx.now)?;
     let expand = expands_owners(ctx)?;
-    let mut obj = render(t, &t.apps[&id], expand);
+    let mut obj = render(t, &t.apps[&id], expand, ctx.now);
     if let Some(names) = &ctx.query.select {
         obj = query::select(&obj, names, &["owners"], "application")?;
     }
@@ -383,7 +388,7 @@ fn items(t: &Tenant, ctx: &Ctx, expand: bool) -> Vec<Item> {
         .filter(|a| a.live_and_visible(ctx.now))
         .map(|a| Item {
             seq: a.seq,
-            obj: render(t, a, expand),
+            obj: render(t, a, expand, ctx.now),
         })
         .collect()
 }
@@ -626,6 +631,7 @@ pub(crate) fn add_password(dir: &mut Directory, ctx: &Ctx, key: &AppKey) -> Grap
         )));
     }
     let activation = TimeDelta::from_std(ctx.cfg.secret_activation_delay).unwrap_or(TimeDelta::zero());
+    app.passwords_changing(ctx.now, replication_lag(ctx));
     let p = push_password(
         app,
         generate_secret(),
@@ -659,9 +665,7 @@ pub(crate) fn remove_password(dir: &mut Directory, ctx: &Ctx, key: &AppKey) -> G
     let id = find(t, key, ctx.now)?;
     ctx.require_write(&t.apps[&id])?;
     let app = t.apps.get_mut(&id).expect("found above");
-    let before = app.passwords.len();
-    app.passwords.retain(|p| p.key_id != key_id);
-    if app.passwords.len() == before {
+    if !app.passwords.iter().any(|p| p.key_id == key_id) {
         // UNVERIFIED (contract §10): see Assumptions::remove_unknown_password_status.
         return match ctx.cfg.assumptions.remove_unknown_password_status {
             204 => Ok(Reply::Empty(StatusCode::NO_CONTENT)),
@@ -671,8 +675,15 @@ pub(crate) fn remove_password(dir: &mut Directory, ctx: &Ctx, key: &AppKey) -> G
             ))),
         };
     }
+    app.passwords_changing(ctx.now, replication_lag(ctx));
+    app.passwords.retain(|p| p.key_id != key_id);
     touch_props(t, seq, ctx.now, id, &["passwordCredentials"]);
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
+}
+
+/// How long a change takes to reach every read replica (`replication_lag`).
+fn replication_lag(ctx: &Ctx) -> TimeDelta {
+    TimeDelta::from_std(ctx.cfg.replication_lag).unwrap_or(TimeDelta::zero())
 }
 
 /// `GET /applications/{id}/owners`.
@@ -694,7 +705,7 @@ pub(crate) fn add_owner(dir: &mut Directory, ctx: &Ctx, key: &AppKey) -> GraphRe
         .get("@odata.id")
         .and_then(Value::as_str)
         .ok_or_else(|| GraphError::bad_request("The request body must contain '@odata.id'."))?;
-    let owner = reference_id(reference)?;
+    let owner = reference_id(reference, "payload")?;
     let seq = dir.next_seq();
     let t = ctx.tenant_mut(dir);
     let id = find(t, key, ctx.now)?;

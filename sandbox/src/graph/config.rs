@@ -28,7 +28,11 @@ pub struct EmulatorConfig {
     /// For this long after an application or service principal is created, reads, PATCH,
     /// addPassword (and other writes addressed to it) answer 404 `Request_ResourceNotFound`,
     /// a service principal create for the new app answers 400 `NoBackingApplicationObject`,
-    /// and the token endpoint does not know it yet (contract §7, checklist 3).
+    /// and the token endpoint does not know it yet (contract §7, checklist 3). A new service
+    /// principal is invisible as long: reads 404 and the token endpoint answers
+    /// AADSTS7000229 for its app. After `addPassword`/`removePassword`, reads of the
+    /// application show the earlier `passwordCredentials` as long (the token endpoint
+    /// knows the change at once).
     #[serde(with = "secs")]
     pub replication_lag: Duration,
     /// For this long after an application or service principal is soft-deleted, deleted
@@ -174,8 +178,8 @@ impl EmulatorConfig {
                 self.throttling.scale
             ));
         }
-        if self.faults.error_status != 503 && self.faults.error_status != 504 {
-            return Err("faults.error_status must be 503 or 504".into());
+        if ![403, 503, 504].contains(&self.faults.error_status) {
+            return Err("faults.error_status must be 403, 503 or 504".into());
         }
         if self.token_lifetime.is_zero() {
             return Err("token_lifetime must be > 0".into());
@@ -315,7 +319,9 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// Answer the next N requests with `error_status`.
     pub error_next: u32,
-    /// 503 (default) or 504 (contract §2.1: 504 may occur together with 503).
+    /// 503 (default) or 504 (contract §2.1: 504 may occur together with 503), or 403
+    /// `Authorization_RequestDenied` on Graph calls (a consent or policy withdrawn under
+    /// the caller, say).
     pub error_status: u16,
     /// `Retry-After` on injected 503/504s; `None` omits it.
     #[serde(with = "opt_secs")]

@@ -107,6 +107,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// 403 unless the caller holds a directory-wide read permission (`Application.Read.All`
+    /// or higher); `Application.ReadWrite.OwnedBy` alone is refused.
+    pub(crate) fn require_read_all(&self) -> Result<(), GraphError> {
+        if self.caller.can_read_all() {
+            Ok(())
+        } else {
+            Err(GraphError::forbidden())
+        }
+    }
+
     /// 403 unless the caller may write this application: `Application.ReadWrite.All`, or
     /// `Application.ReadWrite.OwnedBy` and the caller's service principal owns it.
     pub(crate) fn require_write(&self, app: &App) -> Result<(), GraphError> {
@@ -132,13 +142,41 @@ pub(crate) fn parse_object_id(s: &str) -> Result<Uuid, GraphError> {
     Uuid::parse_str(s).map_err(|_| GraphError::bad_request(format!("Invalid object identifier '{s}'.")))
 }
 
-/// The object id at the end of a `…/directoryObjects/{id}` reference (`owners@odata.bind`,
-/// `@odata.id`).
-pub(crate) fn reference_id(url: &str) -> Result<Uuid, GraphError> {
-    let last = url.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
-    let last = last
-        .trim_start_matches("directoryObjects(")
-        .trim_end_matches(')')
+/// Microsoft Graph's service roots: the global service and the national clouds. A reference
+/// (`owners@odata.bind`, `@odata.id`) names an object on one of them, whatever host the
+/// request itself went to (a proxy, this emulator).
+pub(crate) const GRAPH_SERVICE_ROOTS: &[&str] = &[
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+];
+
+/// The object id of a `{Graph root}/{v1.0|beta}/directoryObjects/{id}` reference
+/// (`owners@odata.bind`, `@odata.id`). Anything else is 400 "Invalid URL format specified
+/// in …", as Graph answers a malformed bind (OBS: microsoft-graph-docs-contrib#4794,
+/// msgraph-sdk-powershell#3177). Whether Graph refuses a well-formed URL on another host
+/// is not documented: strict, it is refused too (`what` names the property).
+pub(crate) fn reference_id(url: &str, what: &str) -> Result<Uuid, GraphError> {
+    let invalid = || GraphError::bad_request(format!("Invalid URL format specified in {what}."));
+    let rest = GRAPH_SERVICE_ROOTS
+        .iter()
+        .find_map(|root| {
+            let head = url.get(..root.len())?;
+            head.eq_ignore_ascii_case(root).then(|| &url[root.len()..])
+        })
+        .ok_or_else(invalid)?;
+    let rest = rest
+        .strip_prefix("/v1.0/")
+        .or_else(|| rest.strip_prefix("/beta/"))
+        .ok_or_else(invalid)?;
+    let id = rest
+        .strip_prefix("directoryObjects/")
+        .or_else(|| {
+            rest.strip_prefix("directoryObjects(")
+                .and_then(|r| r.strip_suffix(')'))
+        })
+        .ok_or_else(invalid)?
         .trim_matches('\'');
-    Uuid::parse_str(last).map_err(|_| GraphError::bad_request(format!("Invalid object identifier '{url}'.")))
+    Uuid::parse_str(id).map_err(|_| GraphError::bad_request(format!("Invalid object identifier '{id}'.")))
 }

@@ -78,8 +78,12 @@ fn typed(obj: Value, type_name: &str, context: String) -> Value {
 }
 
 /// `GET /directory/deletedItems/microsoft.graph.application` (or `.servicePrincipal`).
+/// Least privilege `Application.Read.All` for both types; `Application.ReadWrite.OwnedBy`
+/// is not listed, so a caller holding only that gets 403 (GD `directory-deleteditems-list.md`).
+/// Get, restore and purge of one item do list OwnedBy (GD `directory-deleteditems-get.md`,
+/// `-restore.md`, `-delete.md`): restore and purge only of an item the caller owns.
 pub(crate) fn list(dir: &Directory, ctx: &Ctx, kind: DeletedType) -> GraphResult {
-    ctx.require_read()?;
+    ctx.require_read_all()?;
     let t = ctx.tenant(dir);
     let (items, resource, type_name): (Vec<Item>, _, _) = match kind {
         DeletedType::Application => (

@@ -254,6 +254,7 @@ pub(crate) fn app(
         deleted: None,
         owners: Vec::new(),
         passwords: Vec::new(),
+        stale_passwords: Vec::new(),
         fics: Vec::new(),
     };
     let secret = spec.client_secret.unwrap_or_else(generate_secret);

@@ -459,6 +459,11 @@ fn graph_request(
     let query = Query::parse(parts.uri.query());
     let mut extra: Vec<(String, String)> = Vec::new();
     let result: GraphResult = (|| {
+        if let Some((403, _)) = injected_error {
+            let mut e = GraphError::forbidden();
+            e.fault = Some("injected-403");
+            return Err(e);
+        }
         if let Some((status, retry_after)) = injected_error {
             let code = if status == 504 {
                 "GatewayTimeout"

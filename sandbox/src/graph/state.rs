@@ -162,10 +162,50 @@ pub(crate) struct App {
     /// Owner object ids (service principals).
     pub owners: Vec<Uuid>,
     pub passwords: Vec<Password>,
+    /// Earlier password lists that reads still return while a change replicates, oldest
+    /// first (see [`App::passwords_changing`]).
+    pub stale_passwords: Vec<StalePasswords>,
     pub fics: Vec<Fic>,
 }
 
+/// A `passwordCredentials` list the directory's read replicas still serve until `until`.
+#[derive(Debug, Clone)]
+pub(crate) struct StalePasswords {
+    pub until: DateTime<Utc>,
+    pub passwords: Vec<Password>,
+}
+
 impl App {
+    /// Call before `addPassword`/`removePassword` changes `passwords` at `now`: for `lag`
+    /// after the change, reads return the list as it was (contract §7: "a fresh update may
+    /// not be visible yet"; terraform polls until a new keyId shows, §4.1). The token
+    /// endpoint and writes see the change at once.
+    pub(crate) fn passwords_changing(&mut self, now: DateTime<Utc>, lag: chrono::TimeDelta) {
+        self.stale_passwords.retain(|s| s.until > now);
+        if lag > chrono::TimeDelta::zero() {
+            self.stale_passwords.push(StalePasswords {
+                until: now + lag,
+                passwords: self.passwords.clone(),
+            });
+        }
+    }
+
+    /// The passwords a read at `now` returns: the state as of `lag` ago.
+    pub(crate) fn passwords_read(&self, now: DateTime<Utc>) -> &[Password] {
+        self.stale_passwords
+            .iter()
+            .find(|s| s.until > now)
+            .map_or(&self.passwords, |s| &s.passwords)
+    }
+
+    /// [`App::render`] as a read at `now` sees it (passwords lagging behind changes).
+    pub(crate) fn render_read(&self, now: DateTime<Utc>) -> Value {
+        let mut v = self.render();
+        v["passwordCredentials"] =
+            Value::Array(self.passwords_read(now).iter().map(|p| p.render(false)).collect());
+        v
+    }
+
     pub(crate) fn visible(&self, now: DateTime<Utc>) -> bool {
         now >= self.visible_at
     }

@@ -47,6 +47,17 @@ const READ_ROLES: &[&str] = &[
     "Directory.ReadWrite.All",
 ];
 
+/// Roles that allow listing every application and service principal, deleted ones included:
+/// `GET /directory/deletedItems/microsoft.graph.application` names `Application.Read.All`
+/// as least privilege and does not list `Application.ReadWrite.OwnedBy` (GD
+/// `directory-deleteditems-list.md`, contract §3.5).
+const READ_ALL_ROLES: &[&str] = &[
+    "Application.Read.All",
+    "Application.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+
 /// The app calling Graph, from its bearer token.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
@@ -63,6 +74,12 @@ impl Caller {
 
     pub(crate) fn can_read(&self) -> bool {
         READ_ROLES.iter().any(|r| self.has(r))
+    }
+
+    /// A permission that reads the whole directory's applications, not only through
+    /// `Application.ReadWrite.OwnedBy`.
+    pub(crate) fn can_read_all(&self) -> bool {
+        READ_ALL_ROLES.iter().any(|r| self.has(r))
     }
 
     /// `Application.ReadWrite.All`: any application.

@@ -744,10 +744,23 @@ async fn register_by_unique_name(
         Err(GraphError::BadRequest(info)) => {
             // The name is taken by an application the read did not see: soft-deleted (it keeps
             // its uniqueName reserved, contract §3.4), or still replicating.
-            let deleted = graph
-                .find_deleted_application_by_unique_name(unique_name)
-                .await
-                .map_err(Error::ReadApplication)?;
+            let deleted = match graph.find_deleted_application_by_unique_name(unique_name).await {
+                Ok(deleted) => deleted,
+                // Application.ReadWrite.OwnedBy may not list deleted items. Without the list
+                // the operator cannot tell a soft-deleted application (which holds the name
+                // for 30 days: no new one can take it) from one still replicating (found by
+                // the next pass), so it retries with backoff and says what is missing.
+                Err(source @ GraphError::Forbidden(_)) => {
+                    return Err(Error::MissingPermission {
+                        what: format!(
+                            "uniqueName {unique_name} is taken by an application Graph does not show (soft-deleted, or still replicating); finding a soft-deleted one to restore lists deleted items (GET /directory/deletedItems/microsoft.graph.application)"
+                        ),
+                        permission: DELETED_ITEMS_PERMISSION,
+                        source,
+                    })
+                }
+                Err(e) => return Err(Error::ReadApplication(e)),
+            };
             let Some(deleted) = deleted else {
                 tracing::info!(error = %info, "uniqueName taken by an application not visible yet");
                 return Err(Error::NotReplicated(format!("application {unique_name}")));
@@ -771,6 +784,11 @@ async fn register_by_unique_name(
         Err(e) => Err(Error::RegisterApplication(e)),
     }
 }
+
+/// What `GET /directory/deletedItems/microsoft.graph.application` needs: least privilege
+/// `Application.Read.All`; `Application.ReadWrite.OwnedBy` is not listed (learn.microsoft.com
+/// /graph/api/directory-deleteditems-list).
+const DELETED_ITEMS_PERMISSION: &str = "Application.Read.All";
 
 /// The operator's own service principal id: what `owners` must name.
 async fn operator_principal(gate: &Gate) -> Result<String> {
@@ -1295,7 +1313,10 @@ async fn deliver_credential(
         if due.contains(&key) {
             continue;
         }
-        revoke(graph, &entra_app.id, &key).await?;
+        if !revoked_now(graph, &entra_app.id, &key).await? {
+            // Listed by a read that predates its removal (this operator's own, say): no news.
+            continue;
+        }
         let note = format!(
             "revoked secret {key}, which no Secret records (left by an interrupted issue or added by hand)"
         );
@@ -1450,14 +1471,20 @@ async fn not_active_message(
 }
 
 async fn revoke(graph: &GraphClient, object_id: &str, key_id: &str) -> Result<()> {
+    revoked_now(graph, object_id, key_id).await.map(|_| ())
+}
+
+/// Removes a password; `false` when it was gone already.
+async fn revoked_now(graph: &GraphClient, object_id: &str, key_id: &str) -> Result<bool> {
     match graph.remove_password(object_id, key_id).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
         // Entra answers 400 to removing a key it does not have: revoked already (by a pass
-        // cut short, or listed by a read that predates the removal).
+        // cut short, or listed by a read that predates the removal: reads of
+        // passwordCredentials lag a removal by the replication window).
         Err(GraphError::BadRequest(info)) => {
             tracing::debug!(%key_id, error = %info, "password already gone");
-            Ok(())
+            Ok(false)
         }
         Err(source) => Err(Error::RevokeCredential {
             key_id: key_id.to_string(),
@@ -1628,6 +1655,15 @@ async fn recorded_deleted(
         Ok(found) if proves_identity(&found, &unique_name, &cluster_tag) => Ok(Some(id.clone())),
         Ok(_) => Ok(None),
         Err(e) if e.is_not_found() => Ok(Some(id.clone())),
+        // The current page names Application.Read.All; an older v1.0 revision also lists
+        // OwnedBy. A tenant that refuses it is told which permission to grant.
+        Err(source @ GraphError::Forbidden(_)) => Err(Error::MissingPermission {
+            what: format!(
+                "checking deleted application {id} before purging it (GET /directory/deletedItems/{id})"
+            ),
+            permission: DELETED_ITEMS_PERMISSION,
+            source,
+        }),
         Err(e) => Err(Error::ReadApplication(e)),
     }
 }
