@@ -27,7 +27,8 @@ enum Expect {
     NotReady(&'static str, &'static str),
 }
 
-/// (name, spec fields over a valid spec, expectation).
+/// (name, spec fields over a valid spec, expectation). A `metadata` key holds object
+/// metadata instead (an Application's spec has no such field).
 fn corpus() -> Vec<(String, Value, Expect)> {
     use Expect::*;
     let long_name = format!("long-{}", "n".repeat(240));
@@ -106,6 +107,17 @@ fn corpus() -> Vec<(String, Value, Expect)> {
             NotReady("InvalidSpec", "spec.secret.template.data"),
         ),
         (long_name, json!({}), NotReady("InvalidSpec", "spec.secret.name")),
+        // Request annotations one past the 253 characters recorded with a key.
+        (
+            "long-rotate".into(),
+            json!({"metadata": {"annotations": {"dcr-operator.io/rotate": "r".repeat(254)}}}),
+            NotReady("InvalidSpec", "metadata.annotations[dcr-operator.io/rotate]"),
+        ),
+        (
+            "long-revoke-all".into(),
+            json!({"metadata": {"annotations": {"dcr-operator.io/revoke-all": "r".repeat(254)}}}),
+            NotReady("InvalidSpec", "metadata.annotations[dcr-operator.io/revoke-all]"),
+        ),
         // Oversized lists and values: refused at admission.
         (
             "many-uris".into(),
@@ -143,11 +155,17 @@ fn application_resource() -> ApiResource {
 async fn create_raw(s: &Scenario, name: &str, spec: &Value) -> Result<(), String> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(s.client.clone(), s.ns.name(), &application_resource());
+    let mut spec = spec.clone();
+    let extra_metadata = spec.as_object_mut().and_then(|o| o.remove("metadata"));
+    let mut metadata = json!({"name": name, "namespace": s.ns.name()});
+    if let Some(extra) = &extra_metadata {
+        merge(&mut metadata, extra);
+    }
     let mut full = json!({"authStrategyRef": {"name": s.strategy}});
-    merge(&mut full, spec);
+    merge(&mut full, &spec);
     let obj: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "dcr-operator.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": name, "namespace": s.ns.name()},
+        "metadata": metadata,
         "spec": full
     }))
     .unwrap();

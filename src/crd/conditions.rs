@@ -87,6 +87,9 @@ pub enum Reason {
     ProviderError,
     /// Deletion waits: the provider to clean up at no longer exists.
     CleanupBlocked,
+    /// A rotate or revoke-all request came sooner than the strategy allows after the
+    /// previous one (on the `Throttled` condition).
+    RequestRateLimited,
 }
 
 impl Reason {
@@ -115,6 +118,7 @@ impl Reason {
             Reason::SecretConflict => "SecretConflict",
             Reason::ProviderError => "ProviderError",
             Reason::CleanupBlocked => "CleanupBlocked",
+            Reason::RequestRateLimited => "RequestRateLimited",
         }
     }
 
@@ -143,6 +147,7 @@ impl Reason {
         Reason::SecretConflict,
         Reason::ProviderError,
         Reason::CleanupBlocked,
+        Reason::RequestRateLimited,
     ];
 }
 
@@ -251,6 +256,14 @@ pub fn set_condition(
     }
 }
 
+/// Removes the condition of `type_` (one that only shows while something is under way,
+/// like `Throttled`). Returns true when there was one.
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: ConditionType) -> bool {
+    let before = conditions.len();
+    conditions.retain(|c| c.type_ != type_.as_str());
+    conditions.len() != before
+}
+
 /// The condition of a type, if present.
 pub fn find_condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())
@@ -350,6 +363,19 @@ mod tests {
             !is_ready(&conditions, Some(2)),
             "Ready for an older generation is not Ready"
         );
+    }
+
+    #[test]
+    fn a_passing_condition_is_removed_and_others_kept() {
+        let mut conditions = vec![];
+        set_condition(&mut conditions, DesiredCondition::ready("ok"), Some(1), t(0));
+        let throttled =
+            DesiredCondition::new(ConditionType::Throttled, Status::True, Reason::Throttled, "429");
+        set_condition(&mut conditions, throttled, Some(1), t(1));
+        assert!(remove_condition(&mut conditions, ConditionType::Throttled));
+        assert!(!remove_condition(&mut conditions, ConditionType::Throttled));
+        assert_eq!(conditions.len(), 1);
+        assert!(is_ready(&conditions, Some(1)));
     }
 
     #[test]

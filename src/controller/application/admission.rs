@@ -14,6 +14,9 @@ pub struct EffectivePolicy {
     pub lifetime: Duration,
     pub renew_before: Duration,
     pub revoke_previous_after: Duration,
+    /// Shortest time between two served rotate (or revoke-all) requests: the strategy's
+    /// `minRenewalInterval`, the floor on how often one Application may cause a new secret.
+    pub min_request_interval: Duration,
 }
 
 /// A reason the Application cannot proceed, with the message users read.
@@ -146,6 +149,7 @@ pub fn effective_policy(app: &Application, strategy: &AuthStrategy) -> Result<Ef
         lifetime,
         renew_before,
         revoke_previous_after: policy.revoke_previous_after.into(),
+        min_request_interval: policy.min_renewal_interval.into(),
     })
 }
 

@@ -126,7 +126,9 @@ pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
             IssueReason::Initial
         });
     };
-    if revoke_all {
+    let interval = o.policy.min_request_interval;
+    let revoke_all_held = request_allowed_at(record, record.revoke_all_request.is_some(), interval) > o.now;
+    if revoke_all && !revoke_all_held {
         return Some(IssueReason::RevokeAllRequested);
     }
     if stored.tampered {
@@ -146,11 +148,54 @@ pub fn decide(o: &Observed<'_>) -> Option<IssueReason> {
         return Some(IssueReason::Renewal);
     }
     if let Some(request) = o.rotate_request {
-        if Some(request) != o.last_rotate_request && record.previous.len() < MAX_SUPERSEDED {
+        let held = request_allowed_at(record, record.rotate_request.is_some(), interval) > o.now;
+        if Some(request) != o.last_rotate_request && record.previous.len() < MAX_SUPERSEDED && !held {
             return Some(IssueReason::RotateRequested);
         }
     }
     None
+}
+
+/// When a new rotate (or revoke-all) request may be served: at once if none of its kind was
+/// served before, else `interval` after the newest secret was issued. A request in a loop
+/// thus issues at most one secret per interval (the time is read from the Secret's record,
+/// so a restart does not reset it).
+pub fn request_allowed_at(record: &CredentialRecord, served_before: bool, interval: Duration) -> Timestamp {
+    if !served_before {
+        return Timestamp::MIN;
+    }
+    let newest = record
+        .pending
+        .as_ref()
+        .map_or(record.issued_at, |p| p.issued_at.max(record.issued_at));
+    SignedDuration::try_from(interval)
+        .ok()
+        .and_then(|d| newest.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// A new request that waits for the per-Application rate limit: when it may be served, and
+/// what the `Throttled` condition says meanwhile.
+pub fn request_rate_limited(
+    now: Timestamp,
+    record: &CredentialRecord,
+    requests: [(&str, Option<&str>, Option<&str>, bool); 2],
+    interval: Duration,
+) -> Option<(Timestamp, String)> {
+    requests
+        .into_iter()
+        .filter_map(|(annotation, request, last, served_before)| {
+            let request = request.filter(|r| Some(*r) != last)?;
+            let at = request_allowed_at(record, served_before, interval);
+            (at > now).then(|| {
+                let message = format!(
+                    "{annotation} request {request} is served at {at} ({} after the newest secret; the AuthStrategy's credentials.minRenewalInterval)",
+                    humantime::format_duration(interval)
+                );
+                (at, message)
+            })
+        })
+        .min_by_key(|(at, _)| *at)
 }
 
 /// Settles an [`RecordTrust::Unsigned`] record (written before records were signed): it
@@ -285,6 +330,7 @@ mod tests {
             lifetime: Duration::from_secs(90 * DAY as u64),
             renew_before: Duration::from_secs(30 * DAY as u64),
             revoke_previous_after: Duration::from_secs(3600),
+            min_request_interval: Duration::from_secs(3600),
         }
     }
 
@@ -433,6 +479,63 @@ mod tests {
         o.rotate_request = Some("again");
         assert_eq!(decide(&o), Some(IssueReason::RotateRequested));
         assert_eq!(rotate_held(&r, Some("again"), None), None);
+    }
+
+    #[test]
+    fn requests_in_a_loop_issue_at_most_one_secret_per_interval() {
+        // A rotate request was served by the key issued at t(0); the next waits an hour.
+        let mut r = record();
+        r.rotate_request = Some("first".into());
+        let s = stored(Some(r.clone()), false);
+        let keys = [key("k1", Some(t(0)))];
+        let mut o = observed(t(600), Some(&s), &keys);
+        o.rotate_request = Some("second");
+        o.last_rotate_request = Some("first");
+        assert_eq!(decide(&o), None, "10 minutes after the last issuance: held");
+        let rotate = ("rotate", Some("second"), Some("first"), true);
+        let none = ("revoke-all", None, None, false);
+        let (at, message) = request_rate_limited(t(600), &r, [rotate, none], o.policy.min_request_interval)
+            .expect("reported");
+        assert_eq!(at, t(3600));
+        assert!(
+            message.contains("rotate request second is served at"),
+            "{message}"
+        );
+        o.now = t(3600);
+        assert_eq!(decide(&o), Some(IssueReason::RotateRequested), "due");
+        assert_eq!(
+            request_rate_limited(t(3600), &r, [rotate, none], o.policy.min_request_interval),
+            None
+        );
+        // A staged key counts as the newest issuance.
+        let mut staged = r.clone();
+        staged.pending = Some(crate::secret::PendingKey {
+            key_id: "k2".into(),
+            issued_at: t(3000),
+            expires_at: t(90 * DAY),
+        });
+        assert_eq!(
+            request_allowed_at(&staged, true, Duration::from_secs(3600)),
+            t(6600)
+        );
+        // The first request of a kind is served at once; so is a revoke-all after rotations.
+        assert_eq!(
+            request_allowed_at(&r, false, Duration::from_secs(3600)),
+            Timestamp::MIN
+        );
+        let mut o = observed(t(600), Some(&s), &keys);
+        o.revoke_all_request = Some("incident");
+        assert_eq!(decide(&o), Some(IssueReason::RevokeAllRequested));
+        // A second revoke-all within the interval waits too.
+        let mut r2 = r.clone();
+        r2.revoke_all_request = Some("incident".into());
+        let s2 = stored(Some(r2), false);
+        let mut o = observed(t(600), Some(&s2), &keys);
+        o.revoke_all_request = Some("incident-2");
+        o.last_revoke_all_request = Some("incident");
+        assert_eq!(decide(&o), None);
+        // An absurd interval saturates instead of overflowing.
+        assert_eq!(request_allowed_at(&r, true, Duration::MAX), Timestamp::MAX);
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::crd::application::{
     Application, ApplicationStatus, CredentialStatus, DeletionPolicy, PendingCredential, PreviousCredential,
 };
 use crate::crd::conditions::{
-    find_condition, is_ready, set_condition, ConditionType, DesiredCondition, Reason, Status,
+    find_condition, is_ready, remove_condition, set_condition, ConditionType, DesiredCondition, Reason,
+    Status,
 };
 use crate::crd::provider::{DcrProvider, DeletedApplicationsPolicy};
 use crate::crd::strategy::AuthStrategy;
@@ -78,8 +79,16 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
 
 /// What a pass ended with, before the status is written.
 enum Outcome {
-    /// Credentials delivered and proven.
-    Ready { message: String, requeue: Duration },
+    /// Credentials delivered and proven; `held` says why a request waits for the
+    /// per-Application rate limit (the `Throttled` condition).
+    Ready {
+        message: String,
+        requeue: Duration,
+        held: Option<String>,
+    },
+    /// The provider (`Retry-After`) or its request budget asked to come back after `wait`:
+    /// the pass ends here and gives its worker slot back.
+    Throttled { wait: Duration, message: String },
     /// Waiting on something outside (a reference, a secret activating, a conflict).
     Waiting {
         reason: Reason,
@@ -124,23 +133,42 @@ async fn apply(app: &Application, ctx: &Context, api: &Api<Application>) -> Resu
         }
         Ok(Err(refusal)) => access::refused(app, ctx, &mut status, refusal).await,
         Err(e) => Err(e),
-    };
+    }
+    .or_else(|e| throttled(&e).ok_or(e));
     if matches!(result, Ok(Outcome::Ready { .. })) {
         ctx.application_edits.ready(app);
     }
     if status.client_id.is_some() && status.auth_strategy.is_none() {
         status.auth_strategy = Some(app.spec.auth_strategy_ref.name.clone());
     }
+    let mut throttle = None;
     let (condition, action, error) = match result {
-        Ok(Outcome::Ready { message, requeue }) => {
-            (DesiredCondition::ready(message), Action::requeue(requeue), None)
+        Ok(Outcome::Ready {
+            message,
+            requeue,
+            held,
+        }) => {
+            throttle = held.map(|m| (Reason::RequestRateLimited, m));
+            (
+                Some(DesiredCondition::ready(message)),
+                Action::requeue(requeue),
+                None,
+            )
+        }
+        Ok(Outcome::Throttled { wait, message }) => {
+            // A Ready Application stays Ready: its secret works, only this pass waits.
+            let condition = (!is_ready(&old.conditions, app.metadata.generation))
+                .then(|| DesiredCondition::not_ready(Reason::Throttled, message.clone()));
+            throttle = Some((Reason::Throttled, message));
+            let requeue = wait.clamp(MIN_THROTTLED_REQUEUE, ctx.settings.resync_period);
+            (condition, Action::requeue(requeue), None)
         }
         Ok(Outcome::Waiting {
             reason,
             message,
             requeue,
         }) => (
-            DesiredCondition::not_ready(reason, message),
+            Some(DesiredCondition::not_ready(reason, message)),
             Action::requeue(requeue),
             None,
         ),
@@ -152,9 +180,23 @@ async fn apply(app: &Application, ctx: &Context, api: &Api<Application>) -> Resu
             let condition = DesiredCondition::not_ready(reason, stable_message(&e.to_string()));
             // Every failure goes to the error policy: Retry-After, else backoff per object,
             // slower for errors retrying will not fix (see controller::persistent_backoff).
-            (condition, requeue, Some(e))
+            (Some(condition), requeue, Some(e))
         }
     };
+    match throttle {
+        Some((reason, message)) => {
+            let throttled = DesiredCondition::new(ConditionType::Throttled, Status::True, reason, message);
+            set_condition(
+                &mut status.conditions,
+                throttled,
+                app.metadata.generation,
+                ctx.now(),
+            );
+        }
+        None => {
+            remove_condition(&mut status.conditions, ConditionType::Throttled);
+        }
+    }
     finish(app, ctx, api, &old, status, condition).await?;
     match error {
         Some(e) => Err(e),
@@ -163,27 +205,32 @@ async fn apply(app: &Application, ctx: &Context, api: &Api<Application>) -> Resu
 }
 
 /// Writes the status (when changed), publishes an Event on a Ready transition, updates
-/// the per-Application metrics.
+/// the per-Application metrics. `condition` None keeps `Ready` as it is.
 async fn finish(
     app: &Application,
     ctx: &Context,
     api: &Api<Application>,
     old: &ApplicationStatus,
     mut status: ApplicationStatus,
-    condition: DesiredCondition,
+    condition: Option<DesiredCondition>,
 ) -> Result<()> {
     let was =
         find_condition(&old.conditions, ConditionType::Ready).map(|c| (c.status.clone(), c.reason.clone()));
-    set_condition(
-        &mut status.conditions,
-        condition.clone(),
-        app.metadata.generation,
-        ctx.now(),
-    );
+    if let Some(condition) = &condition {
+        set_condition(
+            &mut status.conditions,
+            condition.clone(),
+            app.metadata.generation,
+            ctx.now(),
+        );
+    }
     status.observed_generation = app.metadata.generation;
     if status != *old {
         apply_status(api, MANAGER, &app.name_any(), &status).await?;
     }
+    let Some(condition) = condition else {
+        return Ok(());
+    };
     let ready = condition.status == Status::True;
     if was
         != Some((
@@ -237,6 +284,37 @@ fn stable_message(message: &str) -> String {
         Some(volatile) => volatile.replace_all(message, "").into_owned(),
         None => message.to_owned(),
     }
+}
+
+/// The shortest requeue of a throttled pass (the budget's estimate may be a few ms).
+const MIN_THROTTLED_REQUEUE: Duration = Duration::from_millis(500);
+
+/// A throttled failure, as the outcome that requeues after the wait the provider or the
+/// request budget named (None: not throttled, or no wait named).
+fn throttled(e: &Error) -> Option<Outcome> {
+    let (wait, source) = match e.graph_error()? {
+        GraphError::Throttled {
+            retry_after: Some(wait),
+            info,
+        } if info.code == azure::client::BUDGET_EXHAUSTED => {
+            (*wait, "the provider's request budget is in use")
+        }
+        GraphError::Throttled {
+            retry_after: Some(wait),
+            ..
+        } => (*wait, "the provider answered 429 (Retry-After)"),
+        GraphError::Token(TokenError::Throttled {
+            retry_after: Some(wait),
+        }) => (*wait, "the token endpoint answered 429 (Retry-After)"),
+        _ => return None,
+    };
+    tracing::info!(error = %e, ?wait, "throttled; requeued instead of waiting");
+    let message = format!(
+        "{source}; work resumes in {}s ({})",
+        wait.as_secs_f64().ceil(),
+        e.category()
+    );
+    Some(Outcome::Throttled { wait, message })
 }
 
 /// The condition reason for an error.
@@ -349,7 +427,8 @@ async fn gate(app: &Application, ctx: &Context) -> Result<Result<Gate, Refusal>>
     let gate = Gate {
         strategy,
         provider,
-        client,
+        // Its calls take this namespace's fair share of the provider's request budget.
+        client: Arc::new(client.for_namespace(&namespace)),
         policy,
     };
     if let Err(message) = check_secret(app, &gate) {
@@ -1277,6 +1356,32 @@ async fn deliver_credential(
         status.last_rotate_request.as_deref(),
     );
     let held = credential::rotate_held(&record, rotate_request.as_deref(), served);
+    let rate_limited = credential::request_rate_limited(
+        ctx.now(),
+        &record,
+        [
+            (
+                ROTATE_ANNOTATION,
+                rotate_request.as_deref(),
+                served,
+                record.rotate_request.is_some(),
+            ),
+            (
+                REVOKE_ALL_ANNOTATION,
+                revoke_all_request.as_deref(),
+                credential::acted_upon(
+                    revoke_all_request.as_deref(),
+                    record.revoke_all_request.as_deref(),
+                    status.last_revoke_all_request.as_deref(),
+                ),
+                record.revoke_all_request.is_some(),
+            ),
+        ],
+        gate.policy.min_request_interval,
+    );
+    if let Some((at, _)) = &rate_limited {
+        next = next.min(until(ctx.now(), *at));
+    }
     Ok(Outcome::Ready {
         message: format!(
             "client {app_id} delivered in Secret {secret_name}; secret {} is live{}{}",
@@ -1285,6 +1390,7 @@ async fn deliver_credential(
             held.unwrap_or_default()
         ),
         requeue: next.clamp(Duration::from_secs(1), ctx.settings.resync_period),
+        held: rate_limited.map(|(_, message)| message),
     })
 }
 
@@ -1498,7 +1604,8 @@ async fn provider_of(app: &Application, ctx: &Context) -> Result<Option<(DcrProv
         .client_for(&ctx.client, &provider)
         .await
         .map_err(client_error)?;
-    Ok(Some((provider, graph)))
+    let namespace = app.namespace().unwrap_or_default();
+    Ok(Some((provider, Arc::new(graph.for_namespace(&namespace)))))
 }
 
 /// A provider client that cannot be built, as a reconcile error.

@@ -22,7 +22,7 @@ use super::models::{
     ServicePrincipal, UpsertOutcome,
 };
 use super::observer::{GraphObserver, NoopObserver};
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{MustWait, RateLimiter};
 use super::retry::{
     parse_retry_after, random_jitter, CallClass, Decision, Freshness, Idempotency, Outcome, RetryPolicy,
     StopReason,
@@ -34,10 +34,14 @@ type Bytes = Vec<u8>;
 /// A Microsoft Graph v1.0 client for one tenant and one operator identity.
 ///
 /// Cheap to clone (shared state behind an `Arc`): one instance per `DcrProvider`, shared by
-/// all reconcilers, so they share one token cache and one rate limit.
+/// all reconcilers, so they share one token cache and one rate limit. Each clone carries the
+/// namespace its calls are made for ([`GraphClient::for_namespace`]), whose fair share of the
+/// request budget they take.
 #[derive(Clone)]
 pub struct GraphClient {
     inner: Arc<Inner>,
+    /// Whose share of the request budget the calls take (`""`: cluster-scoped work).
+    namespace: Arc<str>,
 }
 
 struct Inner {
@@ -57,6 +61,7 @@ impl std::fmt::Debug for GraphClient {
         f.debug_struct("GraphClient")
             .field("config", &self.inner.config)
             .field("base", &self.inner.base.as_str())
+            .field("namespace", &self.namespace)
             .finish_non_exhaustive()
     }
 }
@@ -106,8 +111,9 @@ impl GraphClient {
             config.token_refresh_margin,
         );
         Ok(Self {
+            namespace: Arc::from(""),
             inner: Arc::new(Inner {
-                limiter: RateLimiter::new(config.rate_limit),
+                limiter: RateLimiter::new(config.rate_limit, config.retry.max_inline_wait),
                 http,
                 base,
                 tokens,
@@ -118,6 +124,20 @@ impl GraphClient {
                 config,
             }),
         })
+    }
+
+    /// The same client (token cache, budget), with its calls made for `namespace`: they wait
+    /// in that namespace's queue of the request budget, served in turn with the others.
+    pub fn for_namespace(&self, namespace: &str) -> GraphClient {
+        GraphClient {
+            inner: self.inner.clone(),
+            namespace: Arc::from(namespace),
+        }
+    }
+
+    /// The namespace this client's calls are made for (`""`: cluster-scoped work).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The inventory of tagged objects, when configured.
@@ -778,7 +798,10 @@ impl GraphClient {
         loop {
             attempt += 1;
 
-            let waited = inner.limiter.acquire().await;
+            let waited = match inner.limiter.acquire(&self.namespace).await {
+                Ok(waited) => waited,
+                Err(MustWait { wait }) => return Err(budget_exhausted(call.op, wait, attempt)),
+            };
             if !waited.is_zero() {
                 inner.observer.on_rate_limited(call.op, waited);
                 debug!(?waited, "client-side rate limit delayed the request");
@@ -882,7 +905,13 @@ impl GraphClient {
                         }
                     }
                     debug!(attempt, ?reason, code = failure.code(), "graph request failed");
-                    return Err(failure.into_error(call.op, reason == StopReason::OutcomeUnknown));
+                    let error = failure.into_error(call.op, reason == StopReason::OutcomeUnknown);
+                    return Err(match reason {
+                        // Throttled without a header, and the backoff would be long: the
+                        // caller comes back after it.
+                        StopReason::MustWait { wait } => error.with_retry_hint(wait),
+                        _ => error,
+                    });
                 }
             }
         }
@@ -1048,6 +1077,27 @@ enum Sent {
     /// No (complete) answer.
     Transport { connect: bool, message: String },
 }
+
+/// The request budget had no permit for this namespace within the inline bound: nothing was
+/// sent; the caller requeues after `wait`.
+fn budget_exhausted(op: &'static str, wait: std::time::Duration, attempt: u32) -> GraphError {
+    debug!(attempt, ?wait, "no permit of the request budget within the bound");
+    GraphError::Throttled {
+        retry_after: Some(wait),
+        info: Box::new(GraphErrorInfo {
+            op,
+            status: 429,
+            code: BUDGET_EXHAUSTED.into(),
+            message: "the provider's client-side request budget is in use (nothing was sent)".into(),
+            detail_code: None,
+            request_id: None,
+            client_request_id: None,
+        }),
+    }
+}
+
+/// The `code` of a [`GraphError::Throttled`] made by the client's own request budget.
+pub const BUDGET_EXHAUSTED: &str = "RequestBudgetExhausted";
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers

@@ -143,10 +143,15 @@ pub struct RetryConfig {
     /// Largest single backoff step (a server's `Retry-After` is honoured even when longer, as
     /// long as it fits in `max_elapsed`).
     pub max_delay: Duration,
+    /// Longest wait slept inside a call (throttling, backoff, the client-side budget). A
+    /// longer one ends the call with `Throttled { retry_after }` (or the last error), so the
+    /// reconcile gives its worker slot back and requeues instead of sleeping.
+    pub max_inline_wait: Duration,
 }
 
 impl Default for RetryConfig {
-    /// 8 attempts within 60 s; backoff from 500 ms (replication: 1 s), at most 16 s a step.
+    /// 8 attempts within 60 s; backoff from 500 ms (replication: 1 s), at most 16 s a step;
+    /// at most 2 s slept inline (Graph's usual `Retry-After` is 1-3 s).
     fn default() -> Self {
         Self {
             max_attempts: 8,
@@ -154,6 +159,7 @@ impl Default for RetryConfig {
             base_delay: Duration::from_millis(500),
             replication_base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(16),
+            max_inline_wait: Duration::from_secs(2),
         }
     }
 }

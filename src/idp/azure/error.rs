@@ -352,6 +352,21 @@ pub enum GraphError {
 }
 
 impl GraphError {
+    /// Sets the wait of a `Throttled` error that carries none (throttled without a
+    /// `Retry-After` header, the backoff step being `wait`).
+    pub(crate) fn with_retry_hint(self, wait: Duration) -> Self {
+        match self {
+            GraphError::Throttled {
+                retry_after: None,
+                info,
+            } => GraphError::Throttled {
+                retry_after: Some(wait),
+                info,
+            },
+            other => other,
+        }
+    }
+
     /// A stable, CamelCase reason.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -8,6 +8,11 @@
 //! 1. **Attempts and time are bounded**: no attempt beyond `max_attempts`, and no retry whose
 //!    wait would end after `max_elapsed` since the call started (the caller then gets the last
 //!    error, e.g. `Throttled { retry_after }`, and requeues).
+//!    **Long waits are not slept inline**: a throttling or backoff wait longer than
+//!    `max_inline_wait` stops with [`StopReason::MustWait`], so the caller (a reconcile
+//!    holding a worker slot) requeues for that long instead of sleeping. Replication waits
+//!    are the exception: a 404 given back would read as "gone", so they stay inline (within
+//!    `max_elapsed`).
 //! 2. **401 `InvalidAuthenticationToken`** (expired or revoked token): refresh the token once and
 //!    retry at once. A second 401 stops.
 //! 3. **429, and 503 with `Retry-After`**: wait exactly `Retry-After` (fractional seconds or an
@@ -139,6 +144,11 @@ pub enum StopReason {
     AttemptsExhausted,
     /// The next wait would end after `max_elapsed`.
     TimeBudgetExhausted,
+    /// The next wait is longer than `max_inline_wait`: come back after `wait`.
+    MustWait {
+        /// How long the server or the backoff asked to wait.
+        wait: Duration,
+    },
 }
 
 /// The policy's answer.
@@ -264,6 +274,9 @@ impl RetryPolicy {
         if attempt >= self.cfg.max_attempts {
             return Decision::Stop(StopReason::AttemptsExhausted);
         }
+        if delay > self.cfg.max_inline_wait && reason != RetryReason::Replication {
+            return Decision::Stop(StopReason::MustWait { wait: delay });
+        }
         if elapsed.saturating_add(delay) > self.cfg.max_elapsed {
             return Decision::Stop(StopReason::TimeBudgetExhausted);
         }
@@ -289,20 +302,29 @@ impl RetryPolicy {
     }
 }
 
+/// The longest `Retry-After` honoured, in either form: a server (or anything between) that
+/// asks for more is treated as asking for a day.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
 /// Parses a `Retry-After` value: non-negative seconds, fractional allowed (`2.128`, contract
-/// §2.2), or an HTTP-date (RFC 9110), measured from `now`. Dates in the past give zero.
-/// Anything else gives `None` (treated as no header).
+/// §2.2), or an HTTP-date (RFC 9110), measured from `now`. Dates in the past give zero; both
+/// forms are capped at [`MAX_RETRY_AFTER`]. Anything else gives `None` (treated as no header).
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
         if secs.is_finite() && secs >= 0.0 {
-            // Cap absurd values at a day: Duration::from_secs_f64 panics on overflow.
-            return Some(Duration::from_secs_f64(secs.min(86_400.0)));
+            // Capped before conversion: Duration::from_secs_f64 panics on overflow.
+            return Some(Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
         }
         return None;
     }
     let date = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
-    Some((date - now).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (date - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 /// A uniform random number in `[0, 1)` for jitter, from the OS RNG behind `uuid` v4 (keeps
@@ -322,6 +344,14 @@ mod tests {
 
     fn policy() -> RetryPolicy {
         RetryPolicy::new(RetryConfig::default())
+    }
+
+    /// The policy with no inline bound, to test the rules beneath it.
+    fn sleeps_any_wait() -> RetryPolicy {
+        RetryPolicy::new(RetryConfig {
+            max_inline_wait: Duration::MAX,
+            ..RetryConfig::default()
+        })
     }
 
     fn resp(status: u16, retry_after: Option<Duration>) -> Outcome<'static> {
@@ -357,8 +387,82 @@ mod tests {
     }
 
     #[test]
-    fn throttling_waits_exactly_retry_after_even_beyond_max_delay() {
+    fn an_http_date_retry_after_is_capped_like_seconds() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        // A day and a second ahead, and years ahead: both a day.
+        assert_eq!(
+            parse_retry_after("Fri, 02 Jan 2026 12:00:01 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        // Just under the cap is kept.
+        assert_eq!(
+            parse_retry_after("Fri, 02 Jan 2026 11:59:59 GMT", now),
+            Some(Duration::from_secs(86_399))
+        );
+    }
+
+    #[test]
+    fn long_waits_are_handed_back_instead_of_slept() {
         let p = policy();
+        let c = CallClass::idempotent();
+        let bound = p.config().max_inline_wait;
+        assert_eq!(bound, Duration::from_secs(2));
+        // Within the bound: slept inline.
+        assert!(matches!(
+            p.decide(c, &resp(429, Some(bound)), 1, S, false, 0.0),
+            Decision::Retry { delay, .. } if delay == bound
+        ));
+        // Beyond: the caller requeues for exactly the server's wait.
+        let long = Duration::from_secs(30);
+        assert_eq!(
+            p.decide(c, &resp(429, Some(long)), 1, S, false, 0.0),
+            Decision::Stop(StopReason::MustWait { wait: long })
+        );
+        assert_eq!(
+            p.decide(
+                CallClass::non_idempotent(),
+                &resp(429, Some(long)),
+                1,
+                S,
+                false,
+                0.0
+            ),
+            Decision::Stop(StopReason::MustWait { wait: long })
+        );
+        // Backoff steps beyond the bound too (attempt 5: ceiling 8 s, jitter 0.5 gives 4 s).
+        assert_eq!(
+            p.decide(c, &resp(500, None), 5, S, false, 0.5),
+            Decision::Stop(StopReason::MustWait {
+                wait: Duration::from_secs(4)
+            })
+        );
+        // Replication lag stays inline: a 404 handed back would read as "gone".
+        assert!(matches!(
+            p.decide(
+                c.with_freshness(Freshness::JustCreated),
+                &resp(404, None),
+                4,
+                S,
+                false,
+                0.5
+            ),
+            Decision::Retry {
+                reason: RetryReason::Replication,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn throttling_waits_exactly_retry_after_even_beyond_max_delay() {
+        let p = RetryPolicy::new(RetryConfig {
+            max_inline_wait: Duration::from_secs(60),
+            ..RetryConfig::default()
+        });
         let ra = Duration::from_millis(2128);
         for class in [CallClass::idempotent(), CallClass::non_idempotent()] {
             assert_eq!(
@@ -402,7 +506,7 @@ mod tests {
 
     #[test]
     fn server_errors_use_full_jitter_within_the_exponential_ceiling() {
-        let p = policy();
+        let p = sleeps_any_wait();
         for attempt in 1..8 {
             let ceiling = p.backoff_ceiling(Duration::from_millis(500), attempt);
             assert!(ceiling <= Duration::from_secs(16));
@@ -595,7 +699,7 @@ mod tests {
 
     #[test]
     fn attempts_and_time_are_bounded() {
-        let p = policy();
+        let p = sleeps_any_wait();
         let c = CallClass::idempotent();
         assert_eq!(
             p.decide(c, &resp(500, None), 8, S, false, 0.0),

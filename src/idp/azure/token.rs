@@ -181,6 +181,16 @@ impl TokenEndpoint {
                     self.observer.on_retry("token", reason_name(reason), delay);
                     tokio::time::sleep(delay).await;
                 }
+                Decision::Stop(super::retry::StopReason::MustWait { wait }) => {
+                    // A long wait is not slept here: the caller requeues after it.
+                    debug!(attempt, ?wait, error = %err, "token request failed; not waiting inline");
+                    return Err(match err {
+                        TokenError::Throttled { retry_after: None } => TokenError::Throttled {
+                            retry_after: Some(wait),
+                        },
+                        other => other,
+                    });
+                }
                 _ => {
                     debug!(attempt, reason = err.reason(), error = %err, "token request failed");
                     return Err(err);
