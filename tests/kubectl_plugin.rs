@@ -38,6 +38,7 @@ async fn plugin_as(kubeconfig: &Path, args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-dcr"));
     cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
     cmd.env_remove("KUBECONFIG").env_remove("KUBECTL_DCR_CA_FILE");
+    let started = std::time::Instant::now();
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
@@ -52,11 +53,12 @@ async fn plugin_as(kubeconfig: &Path, args: &[&str]) -> Run {
         .unwrap()
         .push(format!("{}\n{}", run.stdout, run.stderr));
     eprintln!(
-        "$ kubectl dcr {}\n{}{}(exit {})",
+        "$ kubectl dcr {}\n{}{}(exit {}, {:.2?})",
         args.join(" "),
         run.stdout,
         run.stderr,
-        run.code
+        run.code,
+        started.elapsed()
     );
     run
 }
@@ -409,6 +411,7 @@ async fn rotate_wait_completes() {
     assert_eq!(rotate.code, 0, "{}{}", rotate.stdout, rotate.stderr);
     let report: Value = serde_json::from_str(&rotate.stdout).unwrap();
     assert_eq!(report["outcome"]["result"], "completed", "{report}");
+    assert_eq!(report["request"], "rotate");
     assert_eq!(report["previousKeyId"], old_key.as_str());
     let new_key = report["outcome"]["keyId"].as_str().unwrap().to_string();
     assert_ne!(new_key, old_key);

@@ -29,6 +29,7 @@ const TRANSIENT: &[&str] = &["Progressing", "Throttled", "Unreachable"];
 
 /// Which request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RequestKind {
     Rotate,
     RevokeAll,
