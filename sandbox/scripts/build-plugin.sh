@@ -43,7 +43,7 @@ tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf -
     | gzip -n -9 > "$out/$archive"
 sha=$(sha256sum "$out/$archive" | cut -d' ' -f1)
 echo "$sha  $archive" > "$out/$archive.sha256"
-sed -e "s|{{VERSION}}|$version|g" -e "s|{{URL}}|$url_base/$archive|g" -e "s|{{SHA256}}|$sha|g" \
+sed -e "/^#/d" -e "s|{{VERSION}}|$version|g" -e "s|{{URL}}|$url_base/$archive|g" -e "s|{{SHA256}}|$sha|g" \
     config/krew/dcr.yaml > "$out/dcr.yaml"
 rm -rf "$stage"
 say "$out/$archive: $(du -h "$out/$archive" | cut -f1), sha256 $sha; krew manifest $out/dcr.yaml"

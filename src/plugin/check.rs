@@ -268,8 +268,8 @@ async fn check_one(
     let mut result = CheckResult {
         application: what,
         ok: false,
-        client_id: Some(creds.client_id.clone()),
-        token_url: Some(creds.token_url.clone()),
+        client_id: Some(model::bounded(&creds.client_id, 64)),
+        token_url: Some(model::bounded(&creds.token_url, 512)),
         http_status: None,
         error: None,
         error_codes: vec![],

@@ -347,7 +347,7 @@ fn application_link(app: &Application, now: Timestamp) -> Link {
     let (ready, throttled) = conditions(Some(&status.conditions), app.metadata.generation);
     let mut details = Vec::new();
     if let Some(id) = &status.client_id {
-        details.push(format!("client id {id}"));
+        details.push(format!("client id {}", model::bounded(id, 64)));
     }
     if let Some(c) = &status.credential {
         let due = match model::expiry(now, c.expires_at.0, c.renew_at.0) {
@@ -357,7 +357,7 @@ fn application_link(app: &Application, now: Timestamp) -> Link {
         };
         details.push(format!(
             "secret {} expires {} ({}{due}), renewal from {}",
-            c.key_id,
+            model::bounded(&c.key_id, 64),
             c.expires_at.0,
             model::relative(now, c.expires_at.0),
             c.renew_at.0
@@ -366,7 +366,8 @@ fn application_link(app: &Application, now: Timestamp) -> Link {
     if let Some(p) = &status.pending_credential {
         details.push(format!(
             "rotation under way: secret {} issued {}, not yet proven",
-            p.key_id, p.issued_at.0
+            model::bounded(&p.key_id, 64),
+            p.issued_at.0
         ));
     }
     if !status.previous_credentials.is_empty() {

@@ -49,12 +49,19 @@ pub fn is_ready(ready: Option<&ConditionView>) -> bool {
     ready.is_some_and(|c| c.is_true() && c.current)
 }
 
-/// `text` cut to `max` characters (with "…" when cut).
+/// `text` cut to `max` characters (with "…" when cut), control characters (a terminal
+/// escape written into a status by anyone who may write it) shown as `?`, newlines and
+/// tabs as spaces.
 pub fn bounded(text: &str, max: usize) -> String {
+    let clean = |c: char| match c {
+        '\n' | '\r' | '\t' => ' ',
+        c if c.is_control() => '?',
+        c => c,
+    };
     if text.chars().count() <= max {
-        return text.to_string();
+        return text.chars().map(clean).collect();
     }
-    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    let mut s: String = text.chars().take(max.saturating_sub(1)).map(clean).collect();
     s.push('…');
     s
 }
@@ -203,5 +210,10 @@ mod tests {
     fn long_messages_are_cut() {
         assert_eq!(bounded("abcdef", 4), "abc…");
         assert_eq!(bounded("abc", 4), "abc");
+    }
+
+    #[test]
+    fn terminal_escapes_are_defused() {
+        assert_eq!(bounded("a\x1b[2Jb\nc", 64), "a?[2Jb c");
     }
 }

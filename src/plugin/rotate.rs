@@ -154,7 +154,7 @@ pub fn progress(
         && key.is_some()
         && (kind == RequestKind::RevokeAll || key != previous_key);
     done.then(|| Outcome::Completed {
-        key_id: key.unwrap_or_default().to_string(),
+        key_id: model::bounded(key.unwrap_or_default(), 64),
     })
 }
 
@@ -198,7 +198,7 @@ pub async fn run(
         request: kind,
         annotation: kind.annotation().to_string(),
         value,
-        previous_key_id,
+        previous_key_id: previous_key_id.map(|k| model::bounded(&k, 64)),
         outcome,
     })
 }

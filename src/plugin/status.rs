@@ -317,7 +317,7 @@ fn application_node(app: &Application, now: Timestamp) -> ApplicationNode {
         note: None,
         ready,
         throttled,
-        client_id: status.client_id.clone(),
+        client_id: status.client_id.as_deref().map(|c| model::bounded(c, 64)),
         expires_at: credential.map(|c| c.expires_at.0.to_string()),
         renew_at: credential.map(|c| c.renew_at.0.to_string()),
         expiry: credential.map(|c| model::expiry(now, c.expires_at.0, c.renew_at.0)),
