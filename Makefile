@@ -9,7 +9,7 @@ export DCR_CACHE_DIR
 # Tools installed by `make tools` (kubectl, helm, kubernetes-validate) come first on PATH.
 export PATH := $(DCR_CACHE_DIR)/tools/bin:$(PATH)
 
-.PHONY: help build test lint fmt crds tools control-plane node cluster demo bench image
+.PHONY: help build test lint fmt crds tools control-plane node cluster demo bench image plugin
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench: tools control-plane ## Soak benchmark: 200 Applications under Graph fault
 
 image: ## Container image from a static musl build (offline, podman): target/image/dcr-operator.oci.tar
 	bash sandbox/scripts/build-image.sh >/dev/null
+
+plugin: ## The kubectl plugin, static musl: target/plugin/kubectl-dcr_<version>_linux_amd64.tar.gz and its krew manifest
+	bash sandbox/scripts/build-plugin.sh >/dev/null
 
 lint: ## Formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

@@ -6,7 +6,8 @@
 //! - [`controller`]: one reconciler per kind, the shared context, errors, events, status;
 //! - [`secret`]: the credential Secret (rendering, ownership, the record of live keys);
 //! - [`config`], [`metrics`], [`telemetry`], [`leader`]: the process around them;
-//! - [`sensitive`]: the redacting string type every secret value travels in.
+//! - [`sensitive`]: the redacting string type every secret value travels in;
+//! - [`plugin`]: the kubectl plugin (`kubectl dcr`, binary `kubectl-dcr`).
 
 // No panics in the operator: one would stop reconciling for every namespace. Tests may.
 #![deny(
@@ -24,6 +25,7 @@ pub mod crd;
 pub mod idp;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod secret;
 pub mod sensitive;
 pub mod telemetry;
