@@ -502,10 +502,7 @@ fn chart_rbac_grants_exactly_what_config_rbac_grants() {
         &named(&docs, "Role", "-provider-secrets")["rules"],
         expected_secrets
     );
-    assert_eq!(
-        &named(&docs, "Role", "-record-key")["rules"],
-        expected_record_key
-    );
+    assert_eq!(&named(&docs, "Role", "-record-key")["rules"], expected_record_key);
     // The record key: created once, then read by its name only.
     assert_eq!(
         *expected_record_key,
@@ -547,10 +544,7 @@ fn chart_rbac_grants_exactly_what_config_rbac_grants() {
         &named(&docs, "Role", "-provider-secrets")["rules"],
         expected_secrets
     );
-    assert_eq!(
-        &named(&docs, "Role", "-record-key")["rules"],
-        expected_record_key
-    );
+    assert_eq!(&named(&docs, "Role", "-record-key")["rules"], expected_record_key);
     assert!(!deployment_args(&docs)
         .iter()
         .any(|a| a.starts_with("--leader-elect")));

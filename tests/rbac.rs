@@ -294,7 +294,11 @@ async fn the_charts_rbac_allows_exactly_what_the_controllers_use() {
     .await
     .unwrap();
     let roles = apply_roles_yaml(&admin, &yaml, "rbac-test-chart", user).await;
-    assert_eq!(roles.len(), 3, "leader election, record key and provider Secrets: {roles:?}");
+    assert_eq!(
+        roles.len(),
+        3,
+        "leader election, record key and provider Secrets: {roles:?}"
+    );
     let kubeconfig = cluster.kubeconfig_path();
     check_matrix(kubeconfig, user, "the chart");
     check_record_key(kubeconfig, user, "the chart");

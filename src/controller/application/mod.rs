@@ -1745,7 +1745,7 @@ async fn cleanup_blocked(app: &Application, ctx: &Context, status: ApplicationSt
     );
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     let condition = DesiredCondition::not_ready(Reason::CleanupBlocked, message.clone());
-    finish(app, ctx, &api, &status, status.clone(), condition).await?;
+    finish(app, ctx, &api, &status, status.clone(), Some(condition)).await?;
     Err(Error::CleanupBlocked(message))
 }
 
