@@ -23,6 +23,10 @@ pub fn for_reason(reason: &str) -> &'static str {
         "CredentialPolicyViolation" => "Shorten spec.credentials (lifetime, renewBefore) to fit the AuthStrategy's maxLifetime and minRenewalInterval.",
         "SecretConflict" => "Rename spec.secret.name (recreate the Application) or remove the Secret of that name that this Application does not own.",
         "ProviderError" => "Read the IdP error code below; the operator retries with backoff from 10s to 5m.",
+        "SecretNamespaceNotAllowed" => "Move the admin Secret into one of the operator's --provider-secret-namespaces (default: its own namespace), or reinstall listing that namespace.",
+        "CleanupBlocked" => "Recreate the DcrProvider of the same name so the client can be deleted at the IdP, or annotate dcr-operator.io/abandon=true and delete the client at the IdP by hand.",
+        "RequestRateLimited" => "Nothing: the rotate or revoke-all request is served once the strategy's minRenewalInterval has passed since the newest secret.",
+        "ClusterNameRequired" => "Run the operator with --cluster-name set to a name unique in the tenant, or set orphanedApplications to Report.",
         _ => "Read the message and the Events below.",
     }
 }
