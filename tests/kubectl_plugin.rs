@@ -205,7 +205,7 @@ async fn missing_provider_secret() {
     let s = Scenario::start("plugin-no-admin-secret", Profile::Ideal).await;
     s.wait_ready(&s.providers(), &s.provider, "True", Some("Ready"))
         .await;
-    s.secrets()
+    s.admin_secrets()
         .delete(&s.admin_secret, &DeleteParams::default())
         .await
         .unwrap();
@@ -391,6 +391,13 @@ async fn check_fails_after_revoke_all_and_passes_once_the_new_secret_is_proven()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_wait_completes() {
     let s = Scenario::start("plugin-rotate", Profile::Ideal).await;
+    // Two rotations in a row: the per-Application request rate limit (minRenewalInterval
+    // after the newest secret, default 1h) would hold the second one back.
+    s.apply_strategy_with(
+        json!({"names": [s.ns.name()]}),
+        json!({"lifetime": "720h", "renewBefore": "240h", "minRenewalInterval": "1s"}),
+    )
+    .await;
     let app = ready_app(&s, "web").await;
     let old_key = app["status"]["credential"]["keyId"].as_str().unwrap().to_string();
     let before = secret_data(&s.secrets().get("web-credentials").await.unwrap());
