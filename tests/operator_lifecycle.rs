@@ -1239,8 +1239,12 @@ async fn forged_status_ids_never_touch_another_application() {
         Ok::<_, kube::Error>(own.then_some(app))
     })
     .await;
-    let mismatch = warnings(&s, "b", &["IdentityMismatch"]).await;
-    assert!(!mismatch.is_empty(), "the mismatch is reported");
+    // The Event is published beside the status write, not before it: wait for it.
+    wait_for("the IdentityMismatch Warning on B", TIMEOUT, || async {
+        let found = !warnings(&s, "b", &["IdentityMismatch"]).await.is_empty();
+        Ok::<_, kube::Error>(found.then_some(()))
+    })
+    .await;
     assert_eq!(snapshot(&s), before, "A's tags and passwords untouched");
     // B's Secret still carries B's client.
     let data = secret_data(&s.secrets().get("b-credentials").await.unwrap());
