@@ -449,13 +449,7 @@ where
     let key = object_key(kind, obj.as_ref());
     let failures = ctx.record_failure(&key);
     ctx.metrics.reconciled(kind, Err(error.category()));
-    let delay = error.retry_after().unwrap_or_else(|| {
-        if error.is_persistent() {
-            persistent_backoff(failures)
-        } else {
-            backoff(failures)
-        }
-    });
+    let delay = requeue_delay(error.retry_after(), error.is_persistent(), failures);
     tracing::warn!(
         object = %key,
         category = error.category(),
@@ -469,6 +463,20 @@ where
         events::publish(&ctx, obj.as_ref(), EventType::Warning, reason, "Reconcile", note).await;
     });
     Action::requeue(delay)
+}
+
+/// When to retry after an error: the provider's Retry-After, else the backoff for its kind;
+/// never later than [`MAX_BACKOFF`], whatever a server asked for (a day-long Retry-After
+/// must not park an object for a day).
+fn requeue_delay(retry_after: Option<Duration>, persistent: bool, failures: u32) -> Duration {
+    let delay = retry_after.unwrap_or_else(|| {
+        if persistent {
+            persistent_backoff(failures)
+        } else {
+            backoff(failures)
+        }
+    });
+    delay.min(MAX_BACKOFF)
 }
 
 /// 1 s, 2 s, 4 s ... capped at [`MAX_BACKOFF`].
@@ -546,6 +554,15 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(8));
         assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_servers_retry_after_is_honoured_up_to_the_backoff_cap() {
+        let secs = Duration::from_secs;
+        assert_eq!(requeue_delay(Some(secs(7)), false, 1), secs(7));
+        assert_eq!(requeue_delay(Some(secs(86_400)), false, 1), MAX_BACKOFF);
+        assert_eq!(requeue_delay(None, false, 3), secs(4));
+        assert_eq!(requeue_delay(None, true, 1), secs(10));
     }
 
     #[test]
