@@ -556,20 +556,38 @@ mod tests {
         }
     }
 
+    /// `app()`'s Secret named `name`, as the operator renders it.
+    fn rendered(
+        name: &str,
+        layout: &SecretLayout,
+        record: &CredentialRecord,
+        secret: &str,
+        staged: Option<&str>,
+    ) -> Secret {
+        let staged = staged.map(SecretString::new);
+        render(
+            &app(),
+            name,
+            Contents {
+                layout,
+                details: &details(),
+                record,
+            },
+            &SecretString::new(secret),
+            staged.as_ref(),
+            &key(),
+        )
+    }
+
     #[test]
     fn rendered_secret_is_owned_labelled_and_round_trips_its_record() {
         let app = app();
-        let s = render(
-            &app,
+        let s = rendered(
             "orders-credentials",
-            Contents {
-                layout: &SecretLayout::default(),
-                details: &details(),
-                record: &record(),
-            },
-            &SecretString::new("s3cr3t-value"),
+            &SecretLayout::default(),
+            &record(),
+            "s3cr3t-value",
             None,
-            &key(),
         );
         assert!(is_owned_by(&s, &app));
         assert_eq!(s.labels()[LABEL_MANAGED_BY], "dcr-operator");
@@ -593,18 +611,7 @@ mod tests {
 
     #[test]
     fn the_secret_value_appears_only_in_data() {
-        let s = render(
-            &app(),
-            "n",
-            Contents {
-                layout: &SecretLayout::default(),
-                details: &details(),
-                record: &record(),
-            },
-            &SecretString::new("s3cr3t-value"),
-            None,
-            &key(),
-        );
+        let s = rendered("n", &SecretLayout::default(), &record(), "s3cr3t-value", None);
         let mut without_data = s.clone();
         without_data.data = None;
         assert!(!serde_json::to_string(&without_data)
@@ -621,18 +628,7 @@ mod tests {
             issued_at: ts,
             expires_at: ts,
         });
-        let s = render(
-            &app(),
-            "n",
-            Contents {
-                layout: &SecretLayout::default(),
-                details: &details(),
-                record: &r,
-            },
-            &SecretString::new("old"),
-            Some(&SecretString::new("new")),
-            &key(),
-        );
+        let s = rendered("n", &SecretLayout::default(), &r, "old", Some("new"));
         let stored = read(&s, &SecretLayout::default(), &details(), &key());
         assert_eq!(stored.client_secret.unwrap().expose(), "old");
         assert_eq!(stored.pending_secret.unwrap().expose(), "new");
@@ -652,18 +648,7 @@ mod tests {
         }))
         .unwrap();
         let layout = SecretLayout::new(Some(&template)).unwrap();
-        let s = render(
-            &app(),
-            "n",
-            Contents {
-                layout: &layout,
-                details: &details(),
-                record: &record(),
-            },
-            &SecretString::new("v4lue"),
-            None,
-            &key(),
-        );
+        let s = rendered("n", &layout, &record(), "v4lue", None);
         let data = s.data.clone().unwrap();
         let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
         assert_eq!(text("CLIENT_ID"), "cid");
@@ -742,35 +727,13 @@ mod tests {
     #[test]
     fn hand_edits_are_detected() {
         let app = app();
-        let mut s = render(
-            &app,
-            "n",
-            Contents {
-                layout: &SecretLayout::default(),
-                details: &details(),
-                record: &record(),
-            },
-            &SecretString::new("s3cr3t-value"),
-            None,
-            &key(),
-        );
+        let mut s = rendered("n", &SecretLayout::default(), &record(), "s3cr3t-value", None);
         s.data
             .as_mut()
             .unwrap()
             .insert(KEY_CLIENT_SECRET.into(), ByteString(b"edited".to_vec()));
         assert!(read(&s, &SecretLayout::default(), &details(), &key()).tampered);
-        let mut s = render(
-            &app,
-            "n",
-            Contents {
-                layout: &SecretLayout::default(),
-                details: &details(),
-                record: &record(),
-            },
-            &SecretString::new("s3cr3t-value"),
-            None,
-            &key(),
-        );
+        let mut s = rendered("n", &SecretLayout::default(), &record(), "s3cr3t-value", None);
         s.data
             .as_mut()
             .unwrap()
@@ -781,17 +744,12 @@ mod tests {
 
     /// A rendered Secret of `app()` as the operator writes it, with a staged value.
     fn signed_secret() -> Secret {
-        render(
-            &app(),
+        rendered(
             "orders-credentials",
-            Contents {
-                layout: &SecretLayout::default(),
-                details: &details(),
-                record: &record(),
-            },
-            &SecretString::new("s3cr3t-value"),
-            Some(&SecretString::new("staged")),
-            &key(),
+            &SecretLayout::default(),
+            &record(),
+            "s3cr3t-value",
+            Some("staged"),
         )
     }
 
@@ -914,18 +872,7 @@ mod tests {
 
     #[test]
     fn a_secret_of_another_application_is_not_owned() {
-        let s = render(
-            &app(),
-            "n",
-            Contents {
-                layout: &SecretLayout::default(),
-                details: &details(),
-                record: &record(),
-            },
-            &SecretString::new("v"),
-            None,
-            &key(),
-        );
+        let s = rendered("n", &SecretLayout::default(), &record(), "v", None);
         let mut other = app();
         other.metadata.uid = Some("uid-2".into());
         assert!(!is_owned_by(&s, &other));
