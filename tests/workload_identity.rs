@@ -119,6 +119,32 @@ async fn exchange(emu: &GraphEmulator, admin: &AdminApp, assertion: &str) -> Res
     }
 }
 
+/// A JWT's claims, unverified.
+fn jwt_claims(jwt: &str) -> Value {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// The issuer-discovery ClusterRole 1.20 ships (bound to nobody by default): what a
+/// cluster admin binds to let workloads, or an in-cluster relying party, read the documents.
+async fn discovery_role_grants_the_documents(client: &Client) {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let role = Api::<ClusterRole>::all(client.clone())
+        .get("system:service-account-issuer-discovery")
+        .await
+        .expect("the issuer-discovery ClusterRole");
+    let urls: Vec<String> = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| r.non_resource_urls.unwrap_or_default())
+        .collect();
+    for url in ["/.well-known/openid-configuration", "/openid/v1/jwks"] {
+        assert!(urls.iter().any(|u| u == url), "{url} not in {urls:?}");
+    }
+}
+
 fn aadsts(body: &Value) -> u64 {
     body["error_codes"][0].as_u64().unwrap_or_default()
 }
@@ -136,11 +162,16 @@ async fn a_service_account_token_is_exchanged_and_other_accounts_are_refused() {
     .await
     .unwrap();
     let (issuer, jwks) = cluster_issuer(&client).await;
+    discovery_role_grants_the_documents(&client).await;
     emu.register_issuer(&issuer, &jwks);
     let subject = format!("system:serviceaccount:{}:workload", ns.name());
     add_fic(&emu, &admin, "workload", &issuer, &subject).await;
 
     let token = service_account_token(&client, ns.name(), "workload", Some(EXCHANGE)).await;
+    let claims = jwt_claims(&token);
+    assert_eq!(claims["iss"], issuer.as_str());
+    assert_eq!(claims["aud"], json!([EXCHANGE]));
+    assert_eq!(claims["sub"], subject.as_str());
     let access = exchange(&emu, &admin, &token)
         .await
         .unwrap_or_else(|e| panic!("the exchange failed: {e}"));
