@@ -243,8 +243,8 @@ async fn a_provider_with_the_federated_token_registers_applications_without_an_a
     add_fic(&s.emu, &s.admin, "dcr-operator", &issuer, &subject).await;
 
     // Switch to the federated token and remove the admin Secret.
-    // (A merge patch: server-side apply would keep the defaulted clientSecretRef.key, and
-    // the schema refuses a spec with both credentials.)
+    // (A merge patch: on 1.20, a server-side apply without clientSecretRef left it in
+    // place, and the schema refuses a spec with both credentials.)
     let mut spec = s.provider_spec();
     spec["initialClient"] = json!({"clientId": s.admin.client_id, "federatedToken": {}});
     let switch = json!({"spec": {"initialClient": {"clientSecretRef": null, "federatedToken": {}}}});
