@@ -777,6 +777,12 @@ fn chart_values_schema_rejects_what_the_operator_would_reject() {
             "operator.providerSecretNamespaces={Not_A_Namespace}",
             "/operator/providerSecretNamespaces",
         ),
+        // The kubelet refuses projected tokens shorter than 10 minutes.
+        (
+            "workloadIdentity.expirationSeconds=60",
+            "/workloadIdentity/expirationSeconds",
+        ),
+        ("workloadIdentity.clientId=admin", "/workloadIdentity/clientId"),
     ] {
         let err = run_helm(&["template", "dcr", CHART, "--set", set]).unwrap_err();
         assert!(err.contains(complaint), "--set {set}: {err}");
