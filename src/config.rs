@@ -40,6 +40,17 @@ pub struct RunConfig {
     )]
     pub provider_secret_namespaces: Vec<String>,
 
+    /// The federated token for DcrProviders with `spec.initialClient.federatedToken`
+    /// (workload identity): a projected ServiceAccount token with audience
+    /// `api://AzureADTokenExchange`, re-read at every token request as the kubelet rotates
+    /// it. Defaults to azure-workload-identity's `AZURE_FEDERATED_TOKEN_FILE` and path.
+    #[arg(
+        long,
+        env = "AZURE_FEDERATED_TOKEN_FILE",
+        default_value = "/var/run/secrets/azure/tokens/azure-identity-token"
+    )]
+    pub federated_token_file: PathBuf,
+
     /// Objects of one kind reconciled at the same time.
     #[arg(long, env = "DCR_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,

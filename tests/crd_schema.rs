@@ -285,10 +285,19 @@ fn provider_rejects_a_client_id_that_is_not_a_guid() {
     assert_rejected(PROVIDER, &p, None, "/spec/initialClient/clientId");
 }
 
+/// Exactly one admin credential: the structural `oneOf` (enforced on 1.20 as well).
 #[test]
-fn provider_requires_the_initial_client_secret_reference() {
-    let p = without(&sample("dcrprovider.yaml"), "/spec/initialClient/clientSecretRef");
-    assert_rejected(PROVIDER, &p, None, "clientSecretRef");
+fn provider_requires_exactly_one_initial_client_credential() {
+    let neither = without(&sample("dcrprovider.yaml"), "/spec/initialClient/clientSecretRef");
+    assert!(!admission_errors(PROVIDER, &neither, None).is_empty());
+    let both = with(
+        &sample("dcrprovider.yaml"),
+        "/spec/initialClient/federatedToken",
+        json!({}),
+    );
+    assert!(!admission_errors(PROVIDER, &both, None).is_empty());
+    let federated = with(&neither, "/spec/initialClient/federatedToken", json!({}));
+    assert_accepted(PROVIDER, &federated);
 }
 
 #[test]

@@ -18,7 +18,9 @@ use dcr_operator::idp::azure::{
     WebApplication,
 };
 use dcr_operator::sensitive::SecretString;
-use sandbox::graph::{AdminApp, EmulatorConfig, FaultConfig, GraphEmulator, GraphPermission, RequestRecord};
+use sandbox::graph::{
+    AdminApp, EmulatorConfig, FaultConfig, GraphEmulator, GraphPermission, RequestRecord, TestIssuer,
+};
 use url::Url;
 
 async fn start(cfg: EmulatorConfig) -> (GraphEmulator, AdminApp) {
@@ -848,36 +850,10 @@ async fn observer_counts_requests_throttles_and_retries() {
     emu.shutdown().await;
 }
 
-/// base64url without padding, for hand-made JWTs.
-fn b64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-fn projected_token(issuer: &str, subject: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = serde_json::json!({
-        "iss": issuer, "sub": subject, "aud": ["api://AzureADTokenExchange"],
-        "iat": now, "nbf": now, "exp": now + 3600,
-    });
-    format!(
-        "{}.{}.{}",
-        b64url(br#"{"alg":"RS256","typ":"JWT"}"#),
-        b64url(claims.to_string().as_bytes()),
-        b64url(b"not-a-real-signature")
-    )
-}
-
 /// Contract §1.3: workload identity. The projected token file is re-read for every token
-/// request; a token matching no federated credential is `AssertionRejected` (AADSTS70021).
+/// request; a token matching no federated credential is `NoMatchingFederatedCredential`
+/// (AADSTS70021), one signed by another key `AssertionRejected`, an expired file is not
+/// sent, a missing one is `FederatedTokenNotFound`.
 #[tokio::test]
 async fn federated_assertion_from_a_file() {
     let (emu, admin) = GraphEmulator::start_with_admin(
@@ -886,7 +862,8 @@ async fn federated_assertion_from_a_file() {
     )
     .await
     .unwrap();
-    let issuer = "https://oidc.example/cluster/";
+    let issuer = TestIssuer::new("https://oidc.example/cluster/");
+    emu.register_issuer(issuer.issuer(), &issuer.jwks());
     let subject = "system:serviceaccount:dcr-system:dcr-operator";
     // Register the federated credential on the operator's app (not an operation the client
     // offers: admins do this once).
@@ -900,7 +877,7 @@ async fn federated_assertion_from_a_file() {
         ))
         .bearer_auth(token)
         .json(&serde_json::json!({
-            "name": "dcr-operator", "issuer": issuer, "subject": subject,
+            "name": "dcr-operator", "issuer": issuer.issuer(), "subject": subject,
             "audiences": ["api://AzureADTokenExchange"]
         }))
         .send()
@@ -909,7 +886,8 @@ async fn federated_assertion_from_a_file() {
     assert_eq!(resp.status(), 201);
 
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), projected_token(issuer, subject)).unwrap();
+    let good = issuer.service_account_token("dcr-system", "dcr-operator", 3600);
+    std::fs::write(file.path(), &good).unwrap();
     let mut cfg = config_for(&emu, &admin.tenant_id, &admin.client_id, "unused");
     cfg.credential = ClientCredential::AssertionFile(file.path().to_path_buf());
     let client = GraphClient::new(cfg).unwrap();
@@ -923,18 +901,32 @@ async fn federated_assertion_from_a_file() {
         .unwrap();
 
     // The kubelet rotates the file; a token for another service account is refused.
+    std::fs::write(file.path(), issuer.service_account_token("other", "sa", 3600)).unwrap();
+    let err = client.verify_credentials().await.unwrap_err();
+    assert_eq!(err.reason(), "NoMatchingFederatedCredential", "{err}");
+    assert_eq!(err.aadsts_codes(), &[70021]);
+
+    let impostor = TestIssuer::new(issuer.issuer());
     std::fs::write(
         file.path(),
-        projected_token(issuer, "system:serviceaccount:other:sa"),
+        impostor.service_account_token("dcr-system", "dcr-operator", 3600),
     )
     .unwrap();
     let err = client.verify_credentials().await.unwrap_err();
     assert_eq!(err.reason(), "AssertionRejected", "{err}");
-    assert_eq!(err.aadsts_codes(), &[70021]);
+
+    let requests = emu.requests().len();
+    let expired = issuer.service_account_token("dcr-system", "dcr-operator", -60);
+    std::fs::write(file.path(), &expired).unwrap();
+    let err = client.verify_credentials().await.unwrap_err();
+    assert_eq!(err.reason(), "FederatedTokenExpired", "{err}");
+    assert_eq!(emu.requests().len(), requests, "an expired token is not sent");
+    assert!(!format!("{err} {err:?}").contains(&expired));
 
     std::fs::remove_file(file.path()).unwrap();
     let err = client.verify_credentials().await.unwrap_err();
     assert!(matches!(err, TokenError::AssertionUnreadable { .. }), "{err:?}");
+    assert_eq!(err.reason(), "FederatedTokenNotFound");
     emu.shutdown().await;
 }
 

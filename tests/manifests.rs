@@ -777,8 +777,119 @@ fn chart_values_schema_rejects_what_the_operator_would_reject() {
             "operator.providerSecretNamespaces={Not_A_Namespace}",
             "/operator/providerSecretNamespaces",
         ),
+        // The kubelet refuses projected tokens shorter than 10 minutes.
+        (
+            "workloadIdentity.expirationSeconds=60",
+            "/workloadIdentity/expirationSeconds",
+        ),
+        ("workloadIdentity.clientId=admin", "/workloadIdentity/clientId"),
     ] {
         let err = run_helm(&["template", "dcr", CHART, "--set", set]).unwrap_err();
         assert!(err.contains(complaint), "--set {set}: {err}");
     }
+}
+
+/// The pod's projected azure-workload-identity token, if any: (audience, path in the
+/// volume, mount path of the container, AZURE_FEDERATED_TOKEN_FILE).
+fn workload_identity_token(deploy: &Value) -> Option<(String, String, String, String)> {
+    let pod = &deploy["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == "azure-identity-token")?;
+    let source = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    let c = &pod["containers"][0];
+    let mount = c["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == "azure-identity-token")?;
+    assert_eq!(mount["readOnly"], true);
+    let env = c["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == "AZURE_FEDERATED_TOKEN_FILE")?;
+    Some((
+        source["audience"].as_str()?.to_string(),
+        source["path"].as_str()?.to_string(),
+        mount["mountPath"].as_str()?.to_string(),
+        env["value"].as_str()?.to_string(),
+    ))
+}
+
+fn expected_workload_identity_token() -> (String, String, String, String) {
+    (
+        "api://AzureADTokenExchange".into(),
+        "azure-identity-token".into(),
+        "/var/run/secrets/azure/tokens".into(),
+        // The operator's --federated-token-file default.
+        "/var/run/secrets/azure/tokens/azure-identity-token".into(),
+    )
+}
+
+#[test]
+fn workload_identity_is_off_by_default_and_follows_azure_conventions_when_on() {
+    // Off: no token, no label, no annotation (chart and config/default).
+    let docs = helm_template(&[]);
+    let deploy = one_of_kind(&docs, "Deployment");
+    assert!(workload_identity_token(deploy).is_none());
+    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    assert!(labels.get("azure.workload.identity/use").is_none());
+    let sa = one_of_kind(&docs, "ServiceAccount");
+    assert!(sa["metadata"]["annotations"]
+        .get("azure.workload.identity/client-id")
+        .is_none());
+    let default = kustomize("config/default");
+    assert!(workload_identity_token(find(&default, "Deployment", "dcr-operator")).is_none());
+
+    // On: the projected token where the operator reads it, the label, the annotations.
+    let docs = helm_template(&[
+        "--set",
+        "workloadIdentity.enabled=true",
+        "--set",
+        "workloadIdentity.clientId=3f2c9d1e-7a6b-4e58-9c0d-1b2a3c4d5e6f",
+    ]);
+    let deploy = one_of_kind(&docs, "Deployment");
+    assert_eq!(
+        workload_identity_token(deploy),
+        Some(expected_workload_identity_token())
+    );
+    let pod = &deploy["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["azure.workload.identity/use"], "true");
+    let volume = &pod["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(volume["expirationSeconds"], 3600);
+    let sa = one_of_kind(&docs, "ServiceAccount");
+    assert_eq!(
+        sa["metadata"]["annotations"]["azure.workload.identity/client-id"],
+        "3f2c9d1e-7a6b-4e58-9c0d-1b2a3c4d5e6f"
+    );
+    validate_133(&to_yaml(&docs)).unwrap_or_else(|e| panic!("{e}"));
+
+    // With the webhook projecting the token: only the label.
+    let docs = helm_template(&[
+        "--set",
+        "workloadIdentity.enabled=true",
+        "--set",
+        "workloadIdentity.projectToken=false",
+    ]);
+    let deploy = one_of_kind(&docs, "Deployment");
+    assert!(workload_identity_token(deploy).is_none());
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
+
+    // config/workload-identity: the same projection over config/default.
+    let docs = kustomize("config/workload-identity");
+    let deploy = find(&docs, "Deployment", "dcr-operator");
+    assert_eq!(
+        workload_identity_token(deploy),
+        Some(expected_workload_identity_token())
+    );
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
+    let sa = find(&docs, "ServiceAccount", "dcr-operator");
+    assert!(sa["metadata"]["annotations"]["azure.workload.identity/client-id"].is_string());
+    validate_133(&to_yaml(&docs)).unwrap_or_else(|e| panic!("{e}"));
 }

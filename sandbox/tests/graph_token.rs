@@ -6,7 +6,7 @@ mod graph_support;
 use std::time::Duration;
 
 use graph_support::*;
-use sandbox::graph::{EmulatorConfig, InactiveSecretError, GRAPH_APP_ID};
+use sandbox::graph::{EmulatorConfig, InactiveSecretError, TestIssuer, GRAPH_APP_ID};
 use serde_json::{json, Value};
 
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
@@ -302,7 +302,12 @@ async fn s1_2_v1_endpoint_takes_resource_and_returns_numbers_as_strings() {
     assert_token_error(&r, 400, "invalid_resource", 500011);
 }
 
-async fn fic_app(env: &Env) -> Value {
+const ISSUER: &str = "https://oidc.example/cluster/";
+const EXCHANGE: &str = "api://AzureADTokenExchange";
+
+/// An app with a service principal and one FIC for `system:serviceaccount:ns1:myclient` at
+/// [`ISSUER`]; the issuer's keys are registered (as a test does with the apiserver's JWKS).
+async fn fic_app(env: &Env) -> (Value, TestIssuer) {
     let app = env.create_app(json!({"displayName": "wi"})).await;
     let r = env
         .post("/servicePrincipals", json!({"appId": app["appId"]}))
@@ -310,13 +315,25 @@ async fn fic_app(env: &Env) -> Value {
     assert_eq!(r.status, 201);
     let r = env
         .post(
-            &format!("/applications/{}/federatedIdentityCredentials", app["id"].as_str().unwrap()),
-            json!({"name": "ns1-myclient", "issuer": "https://oidc.example/cluster/",
-                   "subject": "system:serviceaccount:ns1:myclient", "audiences": ["api://AzureADTokenExchange"]}),
+            &format!(
+                "/applications/{}/federatedIdentityCredentials",
+                app["id"].as_str().unwrap()
+            ),
+            json!({"name": "ns1-myclient", "issuer": ISSUER,
+                   "subject": "system:serviceaccount:ns1:myclient", "audiences": [EXCHANGE]}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    app
+    let issuer = TestIssuer::new(ISSUER);
+    let r = env
+        .http
+        .put(format!("{}/_emulator/issuers", env.emu.base_url()))
+        .json(&json!({"issuer": ISSUER, "jwks": issuer.jwks()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    (app, issuer)
 }
 
 fn assertion_form<'a>(client_id: &'a str, assertion: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -332,70 +349,193 @@ fn assertion_form<'a>(client_id: &'a str, assertion: &'a str) -> Vec<(&'a str, &
     ]
 }
 
+async fn exchange(env: &Env, app: &Value, assertion: &str) -> Resp {
+    env.token_form(
+        &env.admin.tenant_id,
+        &assertion_form(app["appId"].as_str().unwrap(), assertion),
+    )
+    .await
+}
+
+/// Contract §1.3 [S1, S8]: a signed assertion whose iss/sub/aud match a FIC gets a token;
+/// the access token says it was obtained with a client assertion (`appidacr` 2).
 #[tokio::test]
 async fn s1_3_federated_assertion_matching_a_fic_gets_a_token() {
     let env = Env::new().await;
-    let app = fic_app(&env).await;
-    let assertion = jwt(json!({
-        "iss": "https://oidc.example/cluster/", "sub": "system:serviceaccount:ns1:myclient",
-        "aud": ["api://AzureADTokenExchange"], "exp": epoch() + 600, "nbf": epoch() - 10, "iat": epoch()
-    }));
-    let r = env
-        .token_form(
-            &env.admin.tenant_id,
-            &assertion_form(app["appId"].as_str().unwrap(), &assertion),
-        )
-        .await;
+    let (app, issuer) = fic_app(&env).await;
+    let r = exchange(&env, &app, &issuer.service_account_token("ns1", "myclient", 600)).await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let token = r.body["access_token"].as_str().unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["appidacr"], "2");
+    assert_eq!(claims["appid"], app["appId"]);
 }
 
+/// Contract §1.1 table, OBS [S8]: one code, 70021, for every iss/sub/aud mismatch, naming
+/// the presented values; another ServiceAccount, another namespace, another audience and
+/// another issuer are all refused.
 #[tokio::test]
 async fn s1_3_assertion_matching_no_fic_is_400_invalid_request_70021() {
     let env = Env::new().await;
-    let app = fic_app(&env).await;
-    let assertion = jwt(json!({
-        "iss": "https://oidc.example/cluster/", "sub": "system:serviceaccount:ns1:other",
-        "aud": "api://AzureADTokenExchange", "exp": epoch() + 600
-    }));
-    let r = env
-        .token_form(
-            &env.admin.tenant_id,
-            &assertion_form(app["appId"].as_str().unwrap(), &assertion),
-        )
-        .await;
+    let (app, issuer) = fic_app(&env).await;
+    let r = exchange(&env, &app, &issuer.service_account_token("ns1", "other", 600)).await;
     assert_token_error(&r, 400, "invalid_request", 70021);
     let desc = r.body["error_description"].as_str().unwrap();
-    assert!(
-        desc.contains("Assertion Issuer: 'https://oidc.example/cluster/'"),
-        "{desc}"
-    );
+    assert!(desc.contains(&format!("Assertion Issuer: '{ISSUER}'")), "{desc}");
     assert!(
         desc.contains("Assertion Subject: 'system:serviceaccount:ns1:other'"),
         "{desc}"
     );
     assert!(
-        desc.contains("Assertion Audience: 'api://AzureADTokenExchange'"),
+        desc.contains(&format!("Assertion Audience: '{EXCHANGE}'")),
         "{desc}"
     );
-    // Expired and malformed assertions.
-    let expired = jwt(
-        json!({"iss": "https://oidc.example/cluster/", "sub": "system:serviceaccount:ns1:myclient",
-                             "aud": "api://AzureADTokenExchange", "exp": epoch() - 3600}),
+
+    let other_ns = issuer.service_account_token("ns2", "myclient", 600);
+    assert_token_error(
+        &exchange(&env, &app, &other_ns).await,
+        400,
+        "invalid_request",
+        70021,
     );
-    let r = env
-        .token_form(
-            &env.admin.tenant_id,
-            &assertion_form(app["appId"].as_str().unwrap(), &expired),
-        )
-        .await;
-    assert_token_error(&r, 400, "invalid_client", 700024);
-    let r = env
-        .token_form(
-            &env.admin.tenant_id,
-            &assertion_form(app["appId"].as_str().unwrap(), "garbage"),
-        )
-        .await;
+    let now = epoch();
+    let other_aud = issuer.sign(json!({"sub": "system:serviceaccount:ns1:myclient",
+        "aud": ["https://kubernetes.default.svc"], "exp": now + 600, "nbf": now}));
+    assert_token_error(
+        &exchange(&env, &app, &other_aud).await,
+        400,
+        "invalid_request",
+        70021,
+    );
+    let other_issuer = TestIssuer::new("https://oidc.example/other/");
+    let r = exchange(
+        &env,
+        &app,
+        &other_issuer.service_account_token("ns1", "myclient", 600),
+    )
+    .await;
+    assert_token_error(&r, 400, "invalid_request", 70021);
+}
+
+/// Contract §1.3: Entra verifies the assertion with the issuer's keys. A token signed by
+/// another key for the same issuer, or with its claims changed, is refused (50027,
+/// UNVERIFIED code and status); an issuer whose keys cannot be read is refused (90061,
+/// UNVERIFIED status).
+#[tokio::test]
+async fn s1_3_assertion_signature_is_verified_with_the_issuers_keys() {
+    let env = Env::new().await;
+    let (app, issuer) = fic_app(&env).await;
+    let impostor = TestIssuer::new(ISSUER);
+    let r = exchange(
+        &env,
+        &app,
+        &impostor.service_account_token("ns1", "myclient", 600),
+    )
+    .await;
     assert_token_error(&r, 400, "invalid_request", 50027);
+
+    // The right signature over other claims.
+    let genuine = issuer.service_account_token("ns1", "other", 600);
+    let forged_claims = jwt(json!({"iss": ISSUER, "sub": "system:serviceaccount:ns1:myclient",
+        "aud": [EXCHANGE], "exp": epoch() + 600}));
+    let parts: Vec<&str> = genuine.split('.').collect();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        forged_claims.split('.').nth(1).unwrap(),
+        parts[2]
+    );
+    assert_token_error(
+        &exchange(&env, &app, &forged).await,
+        400,
+        "invalid_request",
+        50027,
+    );
+
+    // Unsigned (the old emulator accepted these).
+    let unsigned = jwt(json!({"iss": ISSUER, "sub": "system:serviceaccount:ns1:myclient",
+        "aud": [EXCHANGE], "exp": epoch() + 600}));
+    assert_token_error(
+        &exchange(&env, &app, &unsigned).await,
+        400,
+        "invalid_request",
+        50027,
+    );
+
+    // A FIC whose issuer has no registered keys.
+    let unknown = TestIssuer::new("https://oidc.example/unregistered/");
+    let r = env
+        .post(
+            &format!(
+                "/applications/{}/federatedIdentityCredentials",
+                app["id"].as_str().unwrap()
+            ),
+            json!({"name": "unregistered", "issuer": unknown.issuer(),
+                   "subject": "system:serviceaccount:ns1:myclient", "audiences": [EXCHANGE]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = exchange(&env, &app, &unknown.service_account_token("ns1", "myclient", 600)).await;
+    assert_token_error(&r, 400, "invalid_request", 90061);
+}
+
+/// Contract §1.1 table: an assertion outside its nbf/exp window is AADSTS700024 (DOC [S4]);
+/// a malformed one is 50027.
+#[tokio::test]
+async fn s1_3_expired_or_malformed_assertions_are_refused() {
+    let env = Env::new().await;
+    let (app, issuer) = fic_app(&env).await;
+    let expired = issuer.service_account_token("ns1", "myclient", -3600);
+    assert_token_error(
+        &exchange(&env, &app, &expired).await,
+        400,
+        "invalid_client",
+        700024,
+    );
+    assert_token_error(
+        &exchange(&env, &app, "garbage").await,
+        400,
+        "invalid_request",
+        50027,
+    );
+    let huge = "a".repeat(20 * 1024);
+    assert_token_error(&exchange(&env, &app, &huge).await, 400, "invalid_request", 50027);
+}
+
+/// The control endpoint refuses what it cannot use.
+#[tokio::test]
+async fn issuer_registration_is_validated() {
+    let env = Env::new().await;
+    let put = |body: Value| {
+        env.http
+            .put(format!("{}/_emulator/issuers", env.emu.base_url()))
+            .json(&body)
+            .send()
+    };
+    let issuer = TestIssuer::new("https://ok.example");
+    assert_eq!(
+        put(json!({"issuer": "http://plain.example", "jwks": issuer.jwks()}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        put(json!({"issuer": "https://ok.example", "jwks": {"keys": []}}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        put(json!({"issuer": "https://ok.example", "jwks": issuer.jwks()}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]

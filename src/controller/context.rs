@@ -22,6 +22,8 @@ pub struct Settings {
     pub activation_timeout: Duration,
     /// Where provider admin Secrets may be read (see `--provider-secret-namespaces`).
     pub provider_secret_namespaces: Vec<String>,
+    /// The federated token file (see `--federated-token-file`).
+    pub federated_token_file: std::path::PathBuf,
 }
 
 impl Settings {
@@ -44,6 +46,7 @@ impl From<&RunConfig> for Settings {
             resync_period: c.resync_period,
             activation_timeout: c.activation_timeout,
             provider_secret_namespaces: c.provider_secret_namespaces(),
+            federated_token_file: c.federated_token_file.clone(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl Context {
                 extra_ca_pem,
                 settings.inventory(),
                 settings.provider_secret_namespaces.clone(),
+                settings.federated_token_file.clone(),
             ),
             application_edits: ChangeTracker::default(),
             client,

@@ -232,9 +232,13 @@ fn token_failure(e: &TokenError) -> Verification {
         TokenError::InvalidClientSecret(_) | TokenError::ExpiredClientSecret(_) => {
             (Reason::InvalidClientSecret, false)
         }
-        TokenError::AssertionRejected(_) | TokenError::AssertionUnreadable { .. } => {
-            (Reason::InvalidClientSecret, false)
+        // The kubelet writes and refreshes the token file by itself: look again soon.
+        TokenError::AssertionUnreadable { .. } => (Reason::FederatedTokenNotFound, true),
+        TokenError::AssertionExpired { .. } | TokenError::AssertionExpiredAtProvider(_) => {
+            (Reason::FederatedTokenExpired, true)
         }
+        TokenError::NoMatchingFederatedCredential(_) => (Reason::NoMatchingFederatedCredential, false),
+        TokenError::AssertionRejected(_) => (Reason::FederatedTokenRejected, false),
         TokenError::ClientNotFound(_) | TokenError::ServicePrincipalMissing(_) => {
             (Reason::ClientNotFound, false)
         }
@@ -285,6 +289,31 @@ mod tests {
         assert!(v.recheck.unwrap() >= Duration::from_secs(300));
         let v = token_failure(&TokenError::TenantNotFound(Box::<AadDiagnostics>::default()));
         assert_eq!(v.condition.reason, Reason::TenantNotFound);
+    }
+
+    #[test]
+    fn federated_token_failures_have_their_own_reasons() {
+        let v = token_failure(&TokenError::AssertionUnreadable {
+            path: "/var/run/secrets/azure/tokens/azure-identity-token".into(),
+            message: "entity not found".into(),
+        });
+        assert_eq!(v.condition.reason, Reason::FederatedTokenNotFound);
+        assert_eq!(v.recheck, Some(TRANSIENT_RECHECK));
+        let v = token_failure(&TokenError::AssertionExpired {
+            path: "t".into(),
+            expired_at: "2026-01-01T00:00:00+00:00".into(),
+        });
+        assert_eq!(v.condition.reason, Reason::FederatedTokenExpired);
+        let v = token_failure(&TokenError::NoMatchingFederatedCredential(Box::default()));
+        assert_eq!(v.condition.reason, Reason::NoMatchingFederatedCredential);
+        let v = token_failure(&TokenError::AssertionRejected(Box::default()));
+        assert_eq!(v.condition.reason, Reason::FederatedTokenRejected);
+    }
+
+    #[test]
+    fn a_spec_naming_both_credentials_is_invalid() {
+        let v = client_error(ClientError::CredentialChoice("exclusive: set one")).unwrap();
+        assert_eq!(v.condition.reason, Reason::InvalidSpec);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! provider's spec (generation) or its admin Secret (resourceVersion) changes.
 
 use crate::crd::common::SecretKeyRef;
-use crate::crd::provider::{AzureCloud, DcrProvider, ProviderType};
+use crate::crd::provider::{AdminCredential, AzureCloud, DcrProvider, ProviderType};
 use crate::idp::azure::{
     self, ClientCredential, ConfigError, GraphClient, GraphClientConfig, InventoryConfig, RateLimit,
 };
@@ -12,6 +12,7 @@ use crate::sensitive::SecretString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use url::Url;
 
@@ -28,6 +29,8 @@ pub enum ClientError {
         name: String,
         key: String,
     },
+    #[error("{0}")]
+    CredentialChoice(&'static str),
     #[error("spec.azureAD is missing")]
     MissingAzureSettings,
     #[error("{0}")]
@@ -58,6 +61,8 @@ pub struct ProviderClients {
     inventory: InventoryConfig,
     /// The only namespaces admin Secrets are read from.
     secret_namespaces: Vec<String>,
+    /// The operator's federated token file, for providers using `federatedToken`.
+    federated_token_file: PathBuf,
     cache: Mutex<HashMap<String, (Fingerprint, Arc<GraphClient>)>>,
 }
 
@@ -67,12 +72,14 @@ impl ProviderClients {
         extra_ca_pem: Option<Vec<u8>>,
         inventory: InventoryConfig,
         secret_namespaces: Vec<String>,
+        federated_token_file: PathBuf,
     ) -> Self {
         Self {
             observer,
             extra_ca_pem,
             inventory,
             secret_namespaces,
+            federated_token_file,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -85,17 +92,32 @@ impl ProviderClients {
         kube: &Client,
         provider: &DcrProvider,
     ) -> Result<Arc<GraphClient>, ClientError> {
-        let secret_ref = &provider.spec.initial_client.client_secret_ref;
-        if let Err(e) = secret_namespace_allowed(&self.secret_namespaces, secret_ref) {
-            // A client built before the namespace was refused must not stay usable.
-            self.forget(&provider.name_any());
-            return Err(e);
-        }
-        let secret = read_secret(kube, secret_ref).await?;
+        let credential = match provider.spec.initial_client.credential() {
+            Ok(c) => c,
+            Err(message) => {
+                self.forget(&provider.name_any());
+                return Err(ClientError::CredentialChoice(message));
+            }
+        };
+        let secret = match credential {
+            AdminCredential::Secret(secret_ref) => {
+                if let Err(e) = secret_namespace_allowed(&self.secret_namespaces, secret_ref) {
+                    // A client built before the namespace was refused must not stay usable.
+                    self.forget(&provider.name_any());
+                    return Err(e);
+                }
+                Some((read_secret(kube, secret_ref).await?, secret_ref))
+            }
+            // The file is read at each token request, not here: the client stays.
+            AdminCredential::FederatedToken => None,
+        };
         let fingerprint = Fingerprint {
             uid: provider.uid().unwrap_or_default(),
             generation: provider.metadata.generation.unwrap_or_default(),
-            secret_version: secret.resource_version().unwrap_or_default(),
+            secret_version: secret
+                .as_ref()
+                .and_then(|(s, _)| s.resource_version())
+                .unwrap_or_default(),
         };
         let name = provider.name_any();
         if let Some((fp, client)) = self
@@ -108,8 +130,11 @@ impl ProviderClients {
                 return Ok(client.clone());
             }
         }
-        let client_secret = secret_value(&secret, secret_ref)?;
-        let mut config = graph_config(provider, client_secret, self.extra_ca_pem.clone())?;
+        let credential = match &secret {
+            Some((secret, secret_ref)) => ClientCredential::Secret(secret_value(secret, secret_ref)?),
+            None => ClientCredential::AssertionFile(self.federated_token_file.clone()),
+        };
+        let mut config = graph_config(provider, credential, self.extra_ca_pem.clone())?;
         config.inventory = Some(self.inventory.clone());
         let client = Arc::new(GraphClient::with_observer(config, self.observer.clone())?);
         self.cache
@@ -177,7 +202,7 @@ fn secret_value(secret: &Secret, r: &SecretKeyRef) -> Result<SecretString, Clien
 /// The Graph client configuration a DcrProvider describes.
 pub fn graph_config(
     provider: &DcrProvider,
-    client_secret: SecretString,
+    credential: ClientCredential,
     extra_ca_pem: Option<Vec<u8>>,
 ) -> Result<GraphClientConfig, ClientError> {
     match provider.spec.type_ {
@@ -191,7 +216,7 @@ pub fn graph_config(
     let mut config = GraphClientConfig::new(
         azure.tenant_id.clone(),
         provider.spec.initial_client.client_id.clone(),
-        ClientCredential::Secret(client_secret),
+        credential,
     );
     config.cloud = match azure.cloud {
         AzureCloud::AzurePublic => azure::AzureCloud::AzurePublic,

@@ -53,6 +53,15 @@ pub enum Reason {
     SecretNamespaceNotAllowed,
     /// The IdP rejected the initial client's secret.
     InvalidClientSecret,
+    /// The operator's federated token file is missing, empty, unreadable or oversized.
+    FederatedTokenNotFound,
+    /// The federated token has expired (in the file, or as the IdP judged it).
+    FederatedTokenExpired,
+    /// The federated token's issuer, subject and audience match no federated identity
+    /// credential of the initial client.
+    NoMatchingFederatedCredential,
+    /// The IdP rejected the federated token otherwise (signature, issuer keys, format).
+    FederatedTokenRejected,
     /// The IdP does not know the initial client id.
     ClientNotFound,
     /// The IdP does not know the tenant.
@@ -103,6 +112,10 @@ impl Reason {
             Reason::SecretKeyNotFound => "SecretKeyNotFound",
             Reason::SecretNamespaceNotAllowed => "SecretNamespaceNotAllowed",
             Reason::InvalidClientSecret => "InvalidClientSecret",
+            Reason::FederatedTokenNotFound => "FederatedTokenNotFound",
+            Reason::FederatedTokenExpired => "FederatedTokenExpired",
+            Reason::NoMatchingFederatedCredential => "NoMatchingFederatedCredential",
+            Reason::FederatedTokenRejected => "FederatedTokenRejected",
             Reason::ClientNotFound => "ClientNotFound",
             Reason::TenantNotFound => "TenantNotFound",
             Reason::Unreachable => "Unreachable",
@@ -132,6 +145,10 @@ impl Reason {
         Reason::SecretKeyNotFound,
         Reason::SecretNamespaceNotAllowed,
         Reason::InvalidClientSecret,
+        Reason::FederatedTokenNotFound,
+        Reason::FederatedTokenExpired,
+        Reason::NoMatchingFederatedCredential,
+        Reason::FederatedTokenRejected,
         Reason::ClientNotFound,
         Reason::TenantNotFound,
         Reason::Unreachable,

@@ -155,19 +155,69 @@ pub enum DeletedApplicationsPolicy {
     Purge,
 }
 
-/// The admin client: its id, and a reference to the Secret holding its secret (never inline).
+/// The admin client: its id, and how it authenticates: a reference to the Secret holding its
+/// secret (never inline), or the operator's federated token (workload identity). Exactly one.
+// `oneOf` of `required` is a structural value validation, enforced by every apiserver with
+// CRD v1 (1.16+); the controller checks it again (`InvalidSpec`).
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["clientSecretRef"]}, {"required": ["federatedToken"]}]))]
 pub struct InitialClient {
     /// Application (client) id of the admin client.
     #[schemars(regex(pattern = GUID_PATTERN))]
     pub client_id: String,
-    /// Where the admin client's secret is stored.
-    pub client_secret_ref: SecretKeyRef,
+    /// Where the admin client's secret is stored. Exactly one of this and `federatedToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+    /// Authenticate with the operator's own projected ServiceAccount token (workload
+    /// identity): the admin app needs a federated identity credential for the operator's
+    /// ServiceAccount. Exactly one of this and `clientSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_token: Option<FederatedToken>,
     /// Audience the admin client requests tokens for, when the provider needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub audience: Option<String>,
+}
+
+/// The federated-token credential. The token file is the operator's
+/// (`--federated-token-file`, by default azure-workload-identity's
+/// `AZURE_FEDERATED_TOKEN_FILE`), never named here: a DcrProvider cannot point the operator
+/// at another file.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FederatedToken {}
+
+/// How the admin client authenticates, once the spec has been checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminCredential<'a> {
+    /// A client secret in this Secret.
+    Secret(&'a SecretKeyRef),
+    /// The operator's federated token file.
+    FederatedToken,
+}
+
+impl InitialClient {
+    /// The one credential the spec names, or the message for a spec naming none or both
+    /// (possible where the schema's `oneOf` was not applied, e.g. an old CRD).
+    pub fn credential(&self) -> Result<AdminCredential<'_>, &'static str> {
+        match (&self.client_secret_ref, &self.federated_token) {
+            (Some(r), None) => Ok(AdminCredential::Secret(r)),
+            (None, Some(_)) => Ok(AdminCredential::FederatedToken),
+            (None, None) => Err("spec.initialClient needs clientSecretRef or federatedToken"),
+            (Some(_), Some(_)) => {
+                Err("spec.initialClient.clientSecretRef and spec.initialClient.federatedToken are exclusive: set one")
+            }
+        }
+    }
+
+    /// The admin Secret, when the credential is a secret.
+    pub fn secret_ref(&self) -> Option<&SecretKeyRef> {
+        match self.credential() {
+            Ok(AdminCredential::Secret(r)) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// A token bucket limiting requests to the provider.

@@ -126,11 +126,13 @@ pub async fn gather(target: &Target, name: &str, events: usize) -> Result<Explai
         ),
         None => None,
     };
-    let admin_secret = match provider.as_ref().and_then(Fetched::object) {
-        Some(p) => {
-            let r = &p.spec.initial_client.client_secret_ref;
-            Some(fetch_secret(client, &r.namespace, &r.name, &application).await?)
-        }
+    // A provider authenticating with the federated token has no admin Secret.
+    let admin_secret = match provider
+        .as_ref()
+        .and_then(Fetched::object)
+        .and_then(|p| p.spec.initial_client.secret_ref())
+    {
+        Some(r) => Some(fetch_secret(client, &r.namespace, &r.name, &application).await?),
         None => None,
     };
     let credential_secret =
@@ -309,7 +311,9 @@ pub fn diagnose(input: &ExplainInput, now: Timestamp) -> ExplainReport {
         &input.admin_secret,
         input.provider.as_ref().and_then(Fetched::object),
     ) {
-        chain.push(admin_secret_link(provider, secret));
+        if let Some(r) = provider.spec.initial_client.secret_ref() {
+            chain.push(admin_secret_link(r, secret));
+        }
     }
 
     // Root cause first: from the admin Secret back to the Application; the credential
@@ -463,8 +467,7 @@ fn provider_link(name: &str, f: &Fetched<DcrProvider>) -> Link {
     }
 }
 
-fn admin_secret_link(provider: &DcrProvider, f: &Fetched<SecretShape>) -> Link {
-    let r = &provider.spec.initial_client.client_secret_ref;
+fn admin_secret_link(r: &crate::crd::common::SecretKeyRef, f: &Fetched<SecretShape>) -> Link {
     let details = match f.object() {
         Some(s) if s.keys.contains(&r.key) => vec![format!("key {} present", r.key)],
         Some(_) => vec![format!("key {} missing", r.key)],

@@ -11,6 +11,8 @@
 //! | POST | `/_emulator/tenants` | seed a tenant ([`TenantSpec`] JSON) → [`TenantInfo`] |
 //! | POST | `/_emulator/tenants/{tenant}/apps` | seed an app ([`AppSpec`] JSON) → [`AdminApp`] (with its secret) |
 //! | PUT | `/_emulator/tenants/{tenant}/policy` | `{"passwordMaxLifetime": seconds or null}` |
+//! | PUT | `/_emulator/issuers` | `{"issuer": url, "jwks": {"keys": [...]}}`: trust the issuer's keys for federated assertions |
+//! | GET | `/_emulator/issuers` | the registered issuer URLs |
 //! | GET | `/_emulator/clock` | `{"now": …, "speed": …}` |
 //! | POST | `/_emulator/clock/advance` | `{"seconds": 3600}` moves the emulated clock forward |
 //! | POST | `/_emulator/tokens/expire` | every issued access token expires now |
@@ -179,6 +181,28 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts, body: &[u8], segs: &[String
                 Err(r) => *r,
             }
         }
+        (Method::PUT, ["issuers"]) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Registration {
+                issuer: String,
+                jwks: Value,
+            }
+            match parse::<Registration>(body) {
+                Ok(r) => match register_issuer(shared, &r.issuer, &r.jwks) {
+                    Ok(keys) => reply(StatusCode::OK, json!({"issuer": r.issuer, "keys": keys})),
+                    Err(e) => error(StatusCode::BAD_REQUEST, e),
+                },
+                Err(r) => *r,
+            }
+        }
+        (Method::GET, ["issuers"]) => {
+            let dir = shared.dir.lock().unwrap();
+            reply(
+                StatusCode::OK,
+                json!({"issuers": dir.issuers.keys().collect::<Vec<_>>()}),
+            )
+        }
         (Method::GET, ["clock"]) => reply(
             StatusCode::OK,
             json!({"now": shared.clock.now(), "speed": shared.clock.speed()}),
@@ -228,6 +252,20 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts, body: &[u8], segs: &[String
             format!("no control endpoint {} /_emulator/{}", m, segs.join("/")),
         ),
     }
+}
+
+/// Trust `issuer`'s JWKS (replacing earlier keys of the same issuer); returns how many
+/// keys were usable.
+pub(crate) fn register_issuer(shared: &Shared, issuer: &str, jwks: &Value) -> Result<usize, String> {
+    super::issuers::valid_issuer(issuer)?;
+    let keys = super::issuers::parse_jwks(jwks)?;
+    let n = keys.len();
+    let mut dir = shared.dir.lock().unwrap();
+    if !dir.issuers.contains_key(issuer) && dir.issuers.len() >= super::issuers::MAX_ISSUERS {
+        return Err(format!("at most {} issuers", super::issuers::MAX_ISSUERS));
+    }
+    dir.issuers.insert(issuer.to_string(), keys);
+    Ok(n)
 }
 
 /// Make every issued token expire now; returns how many there were.

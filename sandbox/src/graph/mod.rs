@@ -54,6 +54,7 @@ mod delta;
 mod errors;
 mod faults;
 mod federated;
+mod issuers;
 mod query;
 mod requests;
 mod routes;
@@ -81,6 +82,7 @@ pub use config::{
     Assumptions, EmulatorConfig, FaultConfig, FaultScope, InactiveSecretError, Limits, Quota, SpLagError,
     ThrottleConfig,
 };
+pub use issuers::TestIssuer;
 pub use requests::{OperationCount, RequestRecord};
 pub use seed::{AdminApp, AppSpec, GraphPermission, TenantInfo, TenantSpec};
 pub use state::{
@@ -264,6 +266,15 @@ impl GraphEmulator {
     /// When the tenant does not exist.
     pub fn seed_admin_app(&self, tenant: &str, permission: GraphPermission) -> AdminApp {
         self.seed_app(tenant, AppSpec::admin(permission))
+    }
+
+    /// Trust `issuer`'s JWKS for federated client assertions (as `PUT /_emulator/issuers`).
+    ///
+    /// # Panics
+    /// When the issuer or the JWKS is invalid.
+    pub fn register_issuer(&self, issuer: &str, jwks: &serde_json::Value) {
+        control::register_issuer(&self.shared, issuer, jwks)
+            .unwrap_or_else(|e| panic!("register_issuer: {e}"));
     }
 
     /// The current runtime configuration.

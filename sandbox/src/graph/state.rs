@@ -36,6 +36,8 @@ pub enum TenantSize {
 pub(crate) struct Directory {
     pub tenants: BTreeMap<Uuid, Tenant>,
     pub tokens: HashMap<String, IssuedToken>,
+    /// Workload-identity issuers whose assertions can be verified (contract §1.3).
+    pub issuers: super::issuers::Issuers,
     /// Monotonic sequence for creation order and the delta change log.
     pub seq: u64,
 }

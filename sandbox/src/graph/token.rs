@@ -6,12 +6,12 @@
 //! validation looks the token up in the emulator's store, which is what makes a token
 //! "issued by this emulator". Clients can still decode the claims.
 //!
-//! Client assertions (workload identity, contract §1.3) are matched against the app's
-//! federated identity credentials on `iss`, `sub` and `aud`. **Their signature is not
-//! validated**: that would need the issuer's JWKS (a Kubernetes cluster's OIDC endpoint),
-//! which tests do not have. The assertion must be a well-formed JWT within its
+//! Client assertions (workload identity, contract §1.3) must be a well-formed JWT within its
 //! `nbf`/`exp` window, checked against real wall-clock time (the projected token comes from
-//! the real world even when the emulated clock was moved), with 5 minutes of skew.
+//! the real world even when the emulated clock was moved), with 5 minutes of skew; they are
+//! then matched against the app's federated identity credentials on `iss`, `sub` and `aud`,
+//! and their RS256/ES256 signature is verified with the keys registered for `iss`
+//! ([`super::issuers`]).
 
 use std::collections::HashMap;
 
@@ -271,7 +271,7 @@ pub(crate) fn token_endpoint(
             }
             None => return Err(missing("client_assertion_type")),
         }
-        check_assertion(app, assertion, &client_id)?;
+        check_assertion(&dir.issuers, app, assertion, &client_id)?;
     } else {
         return Err(TokenError::new(
             cfg.assumptions.missing_credential_status,
@@ -374,8 +374,16 @@ pub(crate) fn jwt_claims(jwt: &str) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
-fn check_assertion(app: &super::state::App, assertion: &str, client_id: &str) -> Result<(), TokenError> {
-    let Some(claims) = jwt_claims(assertion) else {
+fn check_assertion(
+    issuers: &super::issuers::Issuers,
+    app: &super::state::App,
+    assertion: &str,
+    client_id: &str,
+) -> Result<(), TokenError> {
+    let claims = (assertion.len() <= super::issuers::MAX_ASSERTION_BYTES)
+        .then(|| jwt_claims(assertion))
+        .flatten();
+    let Some(claims) = claims else {
         return Err(TokenError::new(
             400,
             "invalid_request",
@@ -426,10 +434,37 @@ fn check_assertion(app: &super::state::App, assertion: &str, client_id: &str) ->
         .fics
         .iter()
         .any(|f| f.issuer == iss && f.subject == sub && f.audiences.iter().any(|a| auds.contains(a)));
-    if matched {
-        return Ok(());
+    if !matched {
+        return Err(no_matching_fic(&iss, &sub, &auds));
     }
-    Err(TokenError::new(
+    check_signature(issuers, &iss, assertion)
+}
+
+/// The issuer's keys verify the assertion (contract §1.3). Codes and statuses UNVERIFIED:
+/// 90061 is what azure-workload-identity troubleshooting guides report when Entra cannot
+/// read the issuer's discovery document; 50027 is the documented "invalid JWT token"
+/// code, whose reference text lists a failed signature verification among its causes.
+fn check_signature(issuers: &super::issuers::Issuers, iss: &str, assertion: &str) -> Result<(), TokenError> {
+    use super::issuers::SignatureError;
+    match super::issuers::verify(issuers, iss, assertion) {
+        Ok(()) => Ok(()),
+        Err(SignatureError::UnknownIssuer) => Err(TokenError::new(
+            400,
+            "invalid_request",
+            90061,
+            format!("Request to External OIDC endpoint failed. Unable to retrieve the signing keys of issuer '{iss}'."),
+        )),
+        Err(SignatureError::Invalid(why)) => Err(TokenError::new(
+            400,
+            "invalid_request",
+            50027,
+            format!("JWT token is invalid or malformed: the token from issuer '{iss}' failed signature verification ({why})."),
+        )),
+    }
+}
+
+fn no_matching_fic(iss: &str, sub: &str, auds: &[String]) -> TokenError {
+    TokenError::new(
         400,
         "invalid_request",
         70021,
@@ -437,7 +472,7 @@ fn check_assertion(app: &super::state::App, assertion: &str, client_id: &str) ->
             "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{}'. https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation",
             auds.join(",")
         ),
-    ))
+    )
 }
 
 /// Issue an access token for an app (its service principal `sp_id`) and remember it.

@@ -48,16 +48,33 @@ pub enum TokenError {
     /// AADSTS7000229: the application has no service principal in the tenant.
     #[error("application has no service principal in the tenant ({0})")]
     ServicePrincipalMissing(Box<AadDiagnostics>),
-    /// AADSTS70021 and other rejections of a federated client assertion.
+    /// AADSTS70021: the federated token's issuer, subject and audience match no federated
+    /// identity credential of the client (Entra names the presented values).
+    #[error("no federated identity credential of the client matches the token ({0})")]
+    NoMatchingFederatedCredential(Box<AadDiagnostics>),
+    /// AADSTS700024: the provider found the federated token outside its validity window.
+    #[error("the provider says the federated token is not within its valid time range ({0})")]
+    AssertionExpiredAtProvider(Box<AadDiagnostics>),
+    /// Other rejections of a federated client assertion (bad signature, unreadable issuer keys,
+    /// malformed token).
     #[error("federated assertion rejected ({0})")]
     AssertionRejected(Box<AadDiagnostics>),
-    /// The federated token file could not be read.
+    /// The federated token file could not be read (missing, unreadable, empty, too large).
     #[error("cannot read the federated token file {path}: {message}")]
     AssertionUnreadable {
         /// The configured path.
         path: String,
         /// The I/O error.
         message: String,
+    },
+    /// The federated token file holds a token that has expired: it was not sent (the kubelet
+    /// refreshes the file well before expiry, so a stale one means it no longer does).
+    #[error("the federated token in {path} expired at {expired_at}; it was not sent")]
+    AssertionExpired {
+        /// The configured path.
+        path: String,
+        /// The token's `exp`, RFC 3339.
+        expired_at: String,
     },
     /// Connect or TLS failure, timeout, dropped connection: the token endpoint was not reached
     /// or did not answer.
@@ -88,7 +105,10 @@ impl TokenError {
             Self::ClientNotFound(_) => "ClientNotFound",
             Self::TenantNotFound(_) => "TenantNotFound",
             Self::ServicePrincipalMissing(_) => "ServicePrincipalMissing",
-            Self::AssertionRejected(_) | Self::AssertionUnreadable { .. } => "AssertionRejected",
+            Self::NoMatchingFederatedCredential(_) => "NoMatchingFederatedCredential",
+            Self::AssertionExpiredAtProvider(_) | Self::AssertionExpired { .. } => "FederatedTokenExpired",
+            Self::AssertionRejected(_) => "AssertionRejected",
+            Self::AssertionUnreadable { .. } => "FederatedTokenNotFound",
             Self::Unreachable(_) => "Unreachable",
             Self::Throttled { .. } => "Throttled",
             Self::Unexpected { .. } => "Unexpected",
@@ -116,6 +136,8 @@ impl TokenError {
             | Self::TenantNotFound(d)
             | Self::ServicePrincipalMissing(d)
             | Self::AssertionRejected(d)
+            | Self::NoMatchingFederatedCredential(d)
+            | Self::AssertionExpiredAtProvider(d)
             | Self::Unexpected { diagnostics: d, .. } => &d.codes,
             _ => &[],
         }
@@ -232,7 +254,11 @@ pub(crate) fn classify_token_error(status: u16, diag: AadDiagnostics) -> TokenEr
         TokenError::TenantNotFound(diag)
     } else if has(7000229) {
         TokenError::ServicePrincipalMissing(diag)
-    } else if has(70021) || has(700024) || has(700027) || has(50027) {
+    } else if has(70021) {
+        TokenError::NoMatchingFederatedCredential(diag)
+    } else if has(700024) {
+        TokenError::AssertionExpiredAtProvider(diag)
+    } else if has(700027) || has(50027) || has(90061) {
         TokenError::AssertionRejected(diag)
     } else {
         TokenError::Unexpected {
@@ -598,7 +624,10 @@ mod tests {
             (700016, "unauthorized_client", 400, "ClientNotFound"),
             (90002, "invalid_request", 400, "TenantNotFound"),
             (7000229, "invalid_client", 401, "ServicePrincipalMissing"),
-            (70021, "invalid_request", 400, "AssertionRejected"),
+            (70021, "invalid_request", 400, "NoMatchingFederatedCredential"),
+            (700024, "invalid_client", 400, "FederatedTokenExpired"),
+            (50027, "invalid_request", 400, "AssertionRejected"),
+            (90061, "invalid_request", 400, "AssertionRejected"),
             (70011, "invalid_scope", 400, "Unexpected"),
         ];
         for (code, error, status, reason) in cases {

@@ -38,6 +38,8 @@ use super::error::{classify_token_error, AadDiagnostics, TokenError, TokenErrorB
 use super::observer::GraphObserver;
 use super::retry::{random_jitter, CallClass, Decision, Outcome, RetryPolicy};
 
+mod assertion;
+
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A bearer token with its lifetime. `Debug` never shows the token.
@@ -209,14 +211,7 @@ impl TokenEndpoint {
         // The assertion file is re-read for every request (the kubelet rotates it).
         let (secret_field, secret_value) = match credential {
             ClientCredential::Secret(s) => ("client_secret", s.clone()),
-            ClientCredential::AssertionFile(path) => {
-                // A small local file: a blocking read is fine here.
-                let jwt = std::fs::read_to_string(path).map_err(|e| TokenError::AssertionUnreadable {
-                    path: path.display().to_string(),
-                    message: e.kind().to_string(),
-                })?;
-                ("client_assertion", SecretString::new(jwt.trim().to_string()))
-            }
+            ClientCredential::AssertionFile(path) => ("client_assertion", assertion::read(path)?),
         };
         // Scoped: the serializer is not Send and must not live across the await below.
         let body = {
