@@ -126,11 +126,12 @@ pub async fn gather(target: &Target, name: &str, events: usize) -> Result<Explai
         ),
         None => None,
     };
-    let admin_secret = match provider.as_ref().and_then(Fetched::object) {
-        Some(p) => {
-            let r = &p.spec.initial_client.client_secret_ref;
-            Some(fetch_secret(client, &r.namespace, &r.name, &application).await?)
-        }
+    let admin_secret = match provider
+        .as_ref()
+        .and_then(Fetched::object)
+        .and_then(DcrProvider::admin_secret_ref)
+    {
+        Some(r) => Some(fetch_secret(client, &r.namespace, &r.name, &application).await?),
         None => None,
     };
     let credential_secret =
@@ -309,7 +310,9 @@ pub fn diagnose(input: &ExplainInput, now: Timestamp) -> ExplainReport {
         &input.admin_secret,
         input.provider.as_ref().and_then(Fetched::object),
     ) {
-        chain.push(admin_secret_link(provider, secret));
+        if let Some(link) = admin_secret_link(provider, secret) {
+            chain.push(link);
+        }
     }
 
     // Root cause first: from the admin Secret back to the Application; the credential
@@ -463,14 +466,14 @@ fn provider_link(name: &str, f: &Fetched<DcrProvider>) -> Link {
     }
 }
 
-fn admin_secret_link(provider: &DcrProvider, f: &Fetched<SecretShape>) -> Link {
-    let r = &provider.spec.initial_client.client_secret_ref;
+fn admin_secret_link(provider: &DcrProvider, f: &Fetched<SecretShape>) -> Option<Link> {
+    let r = provider.admin_secret_ref()?;
     let details = match f.object() {
         Some(s) if s.keys.contains(&r.key) => vec![format!("key {} present", r.key)],
         Some(_) => vec![format!("key {} missing", r.key)],
         None => vec![],
     };
-    Link {
+    Some(Link {
         kind: "Secret".into(),
         name: format!("{}/{}", r.namespace, r.name),
         role: Some("the admin client's secret".into()),
@@ -478,7 +481,7 @@ fn admin_secret_link(provider: &DcrProvider, f: &Fetched<SecretShape>) -> Link {
         ready: None,
         throttled: None,
         details,
-    }
+    })
 }
 
 /// The credential Secret's key names: the defaults, renamed by `spec.secret.template.keys`.
