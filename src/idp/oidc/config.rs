@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
 use url::Url;
+use zeroize::Zeroizing;
 
 use super::error::OidcError;
 use crate::sensitive::SecretString;
@@ -34,18 +35,22 @@ pub enum RegistrationAuth {
 impl RegistrationAuth {
     /// The header to send, marked sensitive so no HTTP layer logs it.
     pub(crate) fn header(&self) -> Result<Option<(HeaderName, HeaderValue)>, OidcError> {
+        // The formatted copy is wiped when dropped, like the SecretString it came from.
         let (name, text) = match self {
             Self::None => return Ok(None),
-            Self::InitialAccessToken(t) => (reqwest::header::AUTHORIZATION, format!("Bearer {}", t.expose())),
+            Self::InitialAccessToken(t) => (
+                reqwest::header::AUTHORIZATION,
+                Zeroizing::new(format!("Bearer {}", t.expose())),
+            ),
             Self::Header { name, scheme, value } => (
                 name.clone(),
-                match scheme {
+                Zeroizing::new(match scheme {
                     Some(s) => format!("{s} {}", value.expose()),
                     None => value.expose().to_string(),
-                },
+                }),
             ),
         };
-        let mut value = HeaderValue::from_str(&text).map_err(|_| {
+        let mut value = HeaderValue::from_str(text.as_str()).map_err(|_| {
             OidcError::Config("the registration credential is not a valid header value".into())
         })?;
         value.set_sensitive(true);
