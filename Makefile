@@ -9,7 +9,7 @@ export DCR_CACHE_DIR
 # Tools installed by `make tools` (kubectl, helm, kubernetes-validate) come first on PATH.
 export PATH := $(DCR_CACHE_DIR)/tools/bin:$(PATH)
 
-.PHONY: help build test lint fmt crds tools control-plane node cluster demo bench image plugin
+.PHONY: help build test lint fmt crds tools control-plane node cluster demo bench image plugin oidc-sandbox
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ demo: tools control-plane ## The sandbox: operator + local control plane + Graph
 build: ## Build the operator and the sandbox binaries
 	$(CARGO) build --workspace --all-targets
 
-test: tools control-plane node image ## Run every test (unit, schema, manifests, emulator, control plane, node, image, in-cluster installs)
+test: tools control-plane node image oidc-sandbox ## Run every test (unit, schema, manifests, emulator, control plane, node, image, in-cluster installs)
 	$(CARGO) test --workspace --no-fail-fast
 
 # The soak (tests/soak.rs, #[ignore]d in `make test`): 200 Applications under Graph faults
@@ -33,6 +33,11 @@ test: tools control-plane node image ## Run every test (unit, schema, manifests,
 # 200-Application run). `DCR_SOAK_APPS=20` for a short run.
 bench: tools control-plane ## Soak benchmark: 200 Applications under Graph faults and an apiserver restart
 	$(CARGO) test --test soak -- --ignored --nocapture --test-threads=1
+
+# The real RFC 7591/7592 server the OIDC tests run against (tests/oidc_*.rs): oidc-provider
+# from npm, pinned by sandbox/oidc/package-lock.json; npm's cache lives outside the repo.
+oidc-sandbox: ## Install the OIDC test server (node-oidc-provider, npm ci) into sandbox/oidc/node_modules
+	cd sandbox/oidc && npm ci --no-audit --no-fund --cache "$(DCR_CACHE_DIR)/npm" >/dev/null
 
 image: ## Container image from a static musl build (offline, podman): target/image/dcr-operator.oci.tar
 	bash sandbox/scripts/build-image.sh >/dev/null

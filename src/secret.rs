@@ -726,7 +726,6 @@ mod tests {
 
     #[test]
     fn hand_edits_are_detected() {
-        let app = app();
         let mut s = rendered("n", &SecretLayout::default(), &record(), "s3cr3t-value", None);
         s.data
             .as_mut()

@@ -777,3 +777,79 @@ fn application_template_types_are_an_allow_list() {
     }
     assert_rejected(APPLICATION, &t("not a type"), None, "/spec/secret/template/type");
 }
+
+fn oidc_provider() -> Value {
+    let p = without(&sample("dcrprovider.yaml"), "/spec/azureAD");
+    let p = without(&p, "/spec/initialClient");
+    let p = with(&p, "/spec/type", json!("OIDC"));
+    let p = with(&p, "/spec/issuer", json!("https://idp.example.com/realms/ops"));
+    with(
+        &p,
+        "/spec/oidc",
+        json!({"registrationAuth": {
+            "type": "InitialAccessToken",
+            "secretRef": {"namespace": "dcr-system", "name": "oidc-iat", "key": "token"}
+        }}),
+    )
+}
+
+#[test]
+fn an_oidc_provider_needs_no_initial_client_but_its_settings() {
+    assert_accepted(PROVIDER, &oidc_provider());
+    let p = without(&oidc_provider(), "/spec/oidc");
+    assert_rejected(PROVIDER, &p, None, "spec.oidc is required when spec.type is OIDC");
+    let p = without(&sample("dcrprovider.yaml"), "/spec/initialClient");
+    assert_rejected(
+        PROVIDER,
+        &p,
+        None,
+        "spec.initialClient is required when spec.type is AzureAD",
+    );
+}
+
+#[test]
+fn oidc_registration_auth_comes_from_a_secret_unless_open() {
+    let p = without(&oidc_provider(), "/spec/oidc/registrationAuth/secretRef");
+    assert_rejected(PROVIDER, &p, None, "secretRef is required unless type is None");
+    let p = with(&p, "/spec/oidc/registrationAuth/type", json!("None"));
+    assert_accepted(PROVIDER, &p);
+    let p = with(&p, "/spec/oidc/registrationAuth/scheme", json!("SSWS"));
+    assert_rejected(
+        PROVIDER,
+        &p,
+        None,
+        "headerName and scheme apply to type Header only",
+    );
+
+    let okta = with(
+        &oidc_provider(),
+        "/spec/oidc/registrationAuth/type",
+        json!("Header"),
+    );
+    let okta = with(&okta, "/spec/oidc/registrationAuth/scheme", json!("SSWS"));
+    assert_accepted(PROVIDER, &okta);
+    let bad = with(
+        &okta,
+        "/spec/oidc/registrationAuth/headerName",
+        json!("X Api Key"),
+    );
+    assert_rejected(PROVIDER, &bad, None, "headerName");
+}
+
+#[test]
+fn oidc_endpoint_overrides_must_be_https() {
+    let p = with(
+        &oidc_provider(),
+        "/spec/oidc/tokenEndpoint",
+        json!("http://idp.example.com/token"),
+    );
+    assert_rejected(PROVIDER, &p, None, "/spec/oidc/tokenEndpoint");
+    let p = with(
+        &oidc_provider(),
+        "/spec/oidc/registrationEndpoint",
+        json!(format!("https://idp.example.com/{}", "r".repeat(2048))),
+    );
+    assert_rejected(PROVIDER, &p, None, "/spec/oidc/registrationEndpoint");
+    let p = with(&oidc_provider(), "/spec/type", json!("Okta"));
+    assert_rejected(PROVIDER, &p, None, "/spec/type");
+}

@@ -122,7 +122,12 @@ async fn healthz_fails_while_the_apiserver_is_gone_and_recovers_after() {
         let (status, body) = healthz(&http, &addr).await?;
         let mut named = named.lock().unwrap();
         if status == 503 {
-            named.extend(watches.iter().copied().filter(|w| body.contains(&format!("{w}: "))));
+            named.extend(
+                watches
+                    .iter()
+                    .copied()
+                    .filter(|w| body.contains(&format!("{w}: "))),
+            );
         }
         let unnamed: Vec<_> = watches.iter().filter(|w| !named.contains(*w)).collect();
         if unnamed.is_empty() {

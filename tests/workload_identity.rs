@@ -257,7 +257,11 @@ async fn a_provider_with_the_federated_token_registers_applications_without_an_a
         .await
         .unwrap();
     let provider: DcrProvider = s.wait_ready(&s.providers(), &s.provider, "True", None).await;
-    assert!(provider.spec.initial_client.client_secret_ref.is_none());
+    assert!(provider
+        .spec
+        .initial_client
+        .as_ref()
+        .is_some_and(|c| c.client_secret_ref.is_none()));
     assert!(s
         .admin_secrets()
         .get_opt(&s.admin_secret)

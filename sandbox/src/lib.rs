@@ -5,3 +5,4 @@
 pub mod controlplane;
 pub mod demo;
 pub mod graph;
+pub mod oidc;

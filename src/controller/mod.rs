@@ -69,12 +69,9 @@ fn admin_secret_users(
         .state()
         .into_iter()
         .filter(|p| {
-            p.ok().is_some_and(|p| {
-                p.spec
-                    .initial_client
-                    .secret_ref()
-                    .is_some_and(|r| r.namespace == ns && r.name == name)
-            })
+            p.ok()
+                .and_then(|p| p.admin_secret_ref())
+                .is_some_and(|r| r.namespace == ns && r.name == name)
         })
         .map(|p| ObjectRef::from_obj(&*p))
         .collect()

@@ -9,7 +9,7 @@ use super::providers::ClientError;
 use super::status::apply_status;
 use crate::crd::conditions::{find_condition, set_condition, ConditionType, DesiredCondition, Reason};
 use crate::crd::decoded::Decoded;
-use crate::crd::provider::DcrProvider;
+use crate::crd::provider::{DcrProvider, ProviderType};
 use crate::crd::strategy::AuthStrategy;
 use crate::idp::azure::{GraphClient, GraphError, TokenError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -20,6 +20,7 @@ use kube::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod oidc;
 mod orphans;
 
 pub const KIND: &str = "DcrProvider";
@@ -141,6 +142,9 @@ pub async fn reconcile(provider: Arc<DcrProvider>, ctx: Arc<Context>) -> Result<
 
 /// Builds the provider's client and checks it; the client comes back when it works.
 async fn verify(provider: &DcrProvider, ctx: &Context) -> Result<(Verification, Option<Arc<GraphClient>>)> {
+    if provider.spec.type_ == ProviderType::Oidc {
+        return Ok((oidc::verify(provider, ctx).await?, None));
+    }
     let client = match ctx.providers.client_for(&ctx.client, provider).await {
         Ok(c) => c,
         Err(e) => return Ok((client_error(e)?, None)),
@@ -159,7 +163,7 @@ async fn check(client: &GraphClient, provider: &DcrProvider) -> Result<Verificat
         Ok(sp) => Ok(Verification {
             condition: DesiredCondition::ready(format!(
                 "obtained a token for client {} and found its service principal",
-                provider.spec.initial_client.client_id
+                provider.spec.initial_client.as_ref().map(|c| c.client_id.as_str()).unwrap_or_default()
             )),
             service_principal_id: Some(sp.id),
             recheck: None,

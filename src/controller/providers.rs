@@ -33,6 +33,11 @@ pub enum ClientError {
     CredentialChoice(&'static str),
     #[error("spec.azureAD is missing")]
     MissingAzureSettings,
+    #[error("spec.initialClient is missing")]
+    MissingInitialClient,
+    /// The Application pipeline speaks only Microsoft Graph so far.
+    #[error("Applications on OIDC providers are not served yet: this operator version registers OAuth clients only at AzureAD providers (the OIDC provider itself is verified)")]
+    NotServedYet,
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("invalid URL in spec.azureAD: {0}")]
@@ -92,7 +97,12 @@ impl ProviderClients {
         kube: &Client,
         provider: &DcrProvider,
     ) -> Result<Arc<GraphClient>, ClientError> {
-        let credential = match provider.spec.initial_client.credential() {
+        let initial = match (provider.spec.type_, &provider.spec.initial_client) {
+            (ProviderType::AzureAD, Some(initial)) => initial,
+            (ProviderType::AzureAD, None) => return Err(ClientError::MissingInitialClient),
+            (ProviderType::Oidc, _) => return Err(ClientError::NotServedYet),
+        };
+        let credential = match initial.credential() {
             Ok(c) => c,
             Err(message) => {
                 self.forget(&provider.name_any());
@@ -142,6 +152,23 @@ impl ProviderClients {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name, (fingerprint, client.clone()));
         Ok(client)
+    }
+
+    /// The value of a provider's credential Secret, read only from the allowed namespaces
+    /// (the OIDC registration credential; Entra's admin secret goes through `client_for`).
+    pub async fn read_provider_secret(
+        &self,
+        kube: &Client,
+        r: &SecretKeyRef,
+    ) -> Result<SecretString, ClientError> {
+        secret_namespace_allowed(&self.secret_namespaces, r)?;
+        let secret = read_secret(kube, r).await?;
+        secret_value(&secret, r)
+    }
+
+    /// The CAs trusted besides the web PKI roots, for provider clients built elsewhere.
+    pub fn extra_ca_pem(&self) -> Option<Vec<u8>> {
+        self.extra_ca_pem.clone()
     }
 
     /// Drops the client of a deleted provider.
@@ -205,19 +232,17 @@ pub fn graph_config(
     credential: ClientCredential,
     extra_ca_pem: Option<Vec<u8>>,
 ) -> Result<GraphClientConfig, ClientError> {
-    match provider.spec.type_ {
-        ProviderType::AzureAD => {}
-    }
+    let initial = match (provider.spec.type_, &provider.spec.initial_client) {
+        (ProviderType::AzureAD, Some(initial)) => initial,
+        (ProviderType::AzureAD, None) => return Err(ClientError::MissingInitialClient),
+        (ProviderType::Oidc, _) => return Err(ClientError::NotServedYet),
+    };
     let azure = provider
         .spec
         .azure_ad
         .as_ref()
         .ok_or(ClientError::MissingAzureSettings)?;
-    let mut config = GraphClientConfig::new(
-        azure.tenant_id.clone(),
-        provider.spec.initial_client.client_id.clone(),
-        credential,
-    );
+    let mut config = GraphClientConfig::new(azure.tenant_id.clone(), initial.client_id.clone(), credential);
     config.cloud = match azure.cloud {
         AzureCloud::AzurePublic => azure::AzureCloud::AzurePublic,
         AzureCloud::AzureUSGovernment => azure::AzureCloud::AzureUSGovernment,

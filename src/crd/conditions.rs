@@ -74,6 +74,11 @@ pub enum Reason {
     InsufficientPermissions,
     /// Orphan deletion is asked for while the operator runs with the default cluster name.
     ClusterNameRequired,
+    /// OIDC: no metadata document at the issuer's well-known URLs, or one naming another
+    /// issuer or serving no token endpoint.
+    DiscoveryFailed,
+    /// OIDC: the server advertises no `registration_endpoint` and none is configured.
+    RegistrationEndpointMissing,
 
     // -- AuthStrategy
     /// The referenced DcrProvider does not exist.
@@ -122,6 +127,8 @@ impl Reason {
             Reason::Throttled => "Throttled",
             Reason::InsufficientPermissions => "InsufficientPermissions",
             Reason::ClusterNameRequired => "ClusterNameRequired",
+            Reason::DiscoveryFailed => "DiscoveryFailed",
+            Reason::RegistrationEndpointMissing => "RegistrationEndpointMissing",
             Reason::ProviderNotFound => "ProviderNotFound",
             Reason::ProviderNotReady => "ProviderNotReady",
             Reason::StrategyNotFound => "StrategyNotFound",
@@ -155,6 +162,8 @@ impl Reason {
         Reason::Throttled,
         Reason::InsufficientPermissions,
         Reason::ClusterNameRequired,
+        Reason::DiscoveryFailed,
+        Reason::RegistrationEndpointMissing,
         Reason::ProviderNotFound,
         Reason::ProviderNotReady,
         Reason::StrategyNotFound,

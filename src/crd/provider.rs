@@ -37,6 +37,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.type != 'AzureAD' || has(self.azureAD)").message("spec.azureAD is required when spec.type is AzureAD"))]
+#[x_kube(validation = Rule::new("self.type != 'AzureAD' || has(self.initialClient)").message("spec.initialClient is required when spec.type is AzureAD"))]
+#[x_kube(validation = Rule::new("self.type != 'OIDC' || has(self.oidc)").message("spec.oidc is required when spec.type is OIDC"))]
 #[x_kube(validation = Rule::new("self.type == oldSelf.type").message("spec.type is immutable: create a new DcrProvider instead"))]
 #[serde(rename_all = "camelCase")]
 pub struct DcrProviderSpec {
@@ -58,8 +60,14 @@ pub struct DcrProviderSpec {
     #[serde(default, rename = "azureAD", skip_serializing_if = "Option::is_none")]
     pub azure_ad: Option<AzureAdProvider>,
 
-    /// The admin client the operator authenticates as to register OAuth clients.
-    pub initial_client: InitialClient,
+    /// Settings for `type: OIDC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcProvider>,
+
+    /// The admin client the operator authenticates as to register OAuth clients. Required
+    /// for `type: AzureAD`; an `OIDC` provider authenticates with `spec.oidc.registrationAuth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_client: Option<InitialClient>,
 
     /// Client-side request budget towards the provider, shared by every object using it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +76,7 @@ pub struct DcrProviderSpec {
 
 impl DcrProvider {
     /// The immutable fields against what the status recorded, for clusters without CEL:
-    /// the message users read when one changed. (`spec.type` has one value so far.)
+    /// the message users read when one changed. (`spec.type` is held by CEL only.)
     pub fn immutable_fields_changed(&self) -> Option<String> {
         let recorded = self.status.as_ref()?.tenant_id.as_deref()?;
         let tenant = self.spec.azure_ad.as_ref().map(|a| a.tenant_id.as_str());
@@ -78,11 +86,95 @@ impl DcrProvider {
     }
 }
 
+impl DcrProvider {
+    /// The Secret holding the credential the operator registers clients with: the admin
+    /// client's secret (AzureAD) or the registration credential (OIDC, when it has one).
+    pub fn admin_secret_ref(&self) -> Option<&SecretKeyRef> {
+        match self.spec.type_ {
+            ProviderType::AzureAD => self
+                .spec
+                .initial_client
+                .as_ref()
+                .and_then(InitialClient::secret_ref),
+            ProviderType::Oidc => self
+                .spec
+                .oidc
+                .as_ref()
+                .and_then(|o| o.registration_auth.secret_ref.as_ref()),
+        }
+    }
+}
+
 /// Supported identity providers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ProviderType {
     /// Microsoft Entra ID (Azure AD), managed through Microsoft Graph.
     AzureAD,
+    /// Any OpenID Connect / OAuth 2.0 server with RFC 7591 dynamic client registration and
+    /// RFC 7592 management (Keycloak, Curity, Okta, Auth0, Ory Hydra, node-oidc-provider, ...).
+    /// Spelled `OIDC`, upper case like `AzureAD`'s acronym, after the discovery document
+    /// the provider is found by; the protocol spoken is the vendor-neutral RFC 7591/7592, so
+    /// no vendor name (Kong's `okta`, `auth0`, `curity`) is needed for servers that speak it.
+    #[serde(rename = "OIDC")]
+    Oidc,
+}
+
+/// A generic OpenID Connect dynamic-registration provider. `spec.issuer` is where its
+/// metadata is discovered (`/.well-known/openid-configuration`, else RFC 8414's
+/// `oauth-authorization-server`); the document must name that issuer exactly.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcProvider {
+    /// Used instead of the discovered `registration_endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = HTTPS_URL_PATTERN), length(max = 2048))]
+    pub registration_endpoint: Option<String>,
+
+    /// Used instead of the discovered `token_endpoint`. With both endpoints set, no
+    /// discovery document is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = HTTPS_URL_PATTERN), length(max = 2048))]
+    pub token_endpoint: Option<String>,
+
+    /// How the operator authenticates to the registration endpoint.
+    pub registration_auth: OidcRegistrationAuth,
+}
+
+/// The registration credential, always from a Secret (never inline).
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type == 'None' || has(self.secretRef)").message("spec.oidc.registrationAuth.secretRef is required unless type is None"))]
+#[x_kube(validation = Rule::new("self.type == 'Header' || (!has(self.headerName) && !has(self.scheme))").message("headerName and scheme apply to type Header only"))]
+pub struct OidcRegistrationAuth {
+    /// `InitialAccessToken`, `Header` or `None`.
+    #[serde(rename = "type")]
+    pub type_: OidcRegistrationAuthType,
+
+    /// The Secret key holding the token or API key. Read only from the namespaces the
+    /// operator reads provider Secrets from (`--provider-secret-namespaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+
+    /// `Header` only: the header carrying the credential (default `Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"))]
+    pub header_name: Option<String>,
+
+    /// `Header` only: a scheme put before the value, e.g. `SSWS` for an Okta API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,32}$"))]
+    pub scheme: Option<String>,
+}
+
+/// How registration requests are authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum OidcRegistrationAuthType {
+    /// An RFC 7591 initial access token, sent as `Authorization: Bearer <token>`.
+    InitialAccessToken,
+    /// `<headerName>: [<scheme> ]<value>`: Okta's `SSWS` API token, a gateway's API key.
+    Header,
+    /// Open registration.
+    None,
 }
 
 /// Microsoft Entra ID settings.

@@ -1,3 +1,4 @@
 //! Identity-provider backends.
 
 pub mod azure;
+pub mod oidc;

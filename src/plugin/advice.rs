@@ -30,6 +30,8 @@ pub fn for_reason(reason: &str) -> &'static str {
         "SecretNamespaceNotAllowed" => "Move the admin Secret into one of the operator's --provider-secret-namespaces (default: its own namespace), or reinstall listing that namespace.",
         "CleanupBlocked" => "Recreate the DcrProvider of the same name so the client can be deleted at the IdP, or annotate dcr-operator.io/abandon=true and delete the client at the IdP by hand.",
         "RequestRateLimited" => "Nothing: the rotate or revoke-all request is served once the strategy's minRenewalInterval has passed since the newest secret.",
+        "DiscoveryFailed" => "Check spec.issuer: the IdP must serve /.well-known/openid-configuration (or oauth-authorization-server) naming exactly that issuer, or set spec.oidc.registrationEndpoint and tokenEndpoint.",
+        "RegistrationEndpointMissing" => "Enable dynamic client registration at the IdP, or set spec.oidc.registrationEndpoint if it does not advertise one.",
         "ClusterNameRequired" => "Run the operator with --cluster-name set to a name unique in the tenant, or set orphanedApplications to Report.",
         _ => "Read the message and the Events below.",
     }

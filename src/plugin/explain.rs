@@ -126,11 +126,10 @@ pub async fn gather(target: &Target, name: &str, events: usize) -> Result<Explai
         ),
         None => None,
     };
-    // A provider authenticating with the federated token has no admin Secret.
     let admin_secret = match provider
         .as_ref()
         .and_then(Fetched::object)
-        .and_then(|p| p.spec.initial_client.secret_ref())
+        .and_then(DcrProvider::admin_secret_ref)
     {
         Some(r) => Some(fetch_secret(client, &r.namespace, &r.name, &application).await?),
         None => None,
@@ -311,8 +310,8 @@ pub fn diagnose(input: &ExplainInput, now: Timestamp) -> ExplainReport {
         &input.admin_secret,
         input.provider.as_ref().and_then(Fetched::object),
     ) {
-        if let Some(r) = provider.spec.initial_client.secret_ref() {
-            chain.push(admin_secret_link(r, secret));
+        if let Some(link) = admin_secret_link(provider, secret) {
+            chain.push(link);
         }
     }
 
@@ -467,13 +466,14 @@ fn provider_link(name: &str, f: &Fetched<DcrProvider>) -> Link {
     }
 }
 
-fn admin_secret_link(r: &crate::crd::common::SecretKeyRef, f: &Fetched<SecretShape>) -> Link {
+fn admin_secret_link(provider: &DcrProvider, f: &Fetched<SecretShape>) -> Option<Link> {
+    let r = provider.admin_secret_ref()?;
     let details = match f.object() {
         Some(s) if s.keys.contains(&r.key) => vec![format!("key {} present", r.key)],
         Some(_) => vec![format!("key {} missing", r.key)],
         None => vec![],
     };
-    Link {
+    Some(Link {
         kind: "Secret".into(),
         name: format!("{}/{}", r.namespace, r.name),
         role: Some("the admin client's secret".into()),
@@ -481,7 +481,7 @@ fn admin_secret_link(r: &crate::crd::common::SecretKeyRef, f: &Fetched<SecretSha
         ready: None,
         throttled: None,
         details,
-    }
+    })
 }
 
 /// The credential Secret's key names: the defaults, renamed by `spec.secret.template.keys`.

@@ -63,7 +63,7 @@ mod server;
 mod service_principals;
 mod state;
 mod throttle;
-mod tls;
+pub(crate) mod tls;
 mod token;
 mod validate;
 

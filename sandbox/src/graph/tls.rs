@@ -102,6 +102,25 @@ impl TestCa {
         Ok(cfg)
     }
 
+    /// A loopback leaf signed by the CA as PEM (certificate chain, PKCS#8 key), for servers
+    /// outside this process (the OIDC sandbox's node-oidc-provider).
+    pub(crate) fn leaf_pem(&self) -> anyhow::Result<(String, String)> {
+        let leaf_key = KeyPair::generate()?;
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let mut params = CertificateParams::new(names)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "oidc-provider sandbox");
+        params.distinguished_name = dn;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let leaf = params.signed_by(&leaf_key, &self.cert, &self.key)?;
+        Ok((format!("{}{}", leaf.pem(), self.pem), leaf_key.serialize_pem()))
+    }
+
     /// Also write the CA PEM to `path`.
     pub(crate) fn write_to(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
