@@ -436,6 +436,61 @@ impl GraphError {
     }
 }
 
+/// Graph's failures as the provider boundary sees them (the message is the error's own).
+impl From<GraphError> for crate::idp::ProviderError {
+    fn from(e: GraphError) -> Self {
+        use crate::idp::{ProviderError, Throttler};
+        let message = e.to_string();
+        match e {
+            GraphError::Throttled { retry_after, info } => ProviderError::Throttled {
+                retry_after,
+                by: if info.code == super::client::BUDGET_EXHAUSTED {
+                    Throttler::Budget
+                } else {
+                    Throttler::Provider
+                },
+                message,
+            },
+            GraphError::Token(TokenError::Throttled { retry_after }) => ProviderError::Throttled {
+                retry_after,
+                by: Throttler::TokenEndpoint,
+                message,
+            },
+            e if e.is_transient() => ProviderError::Transient { message },
+            GraphError::Token(t) => ProviderError::AuthFailed {
+                reason: t.reason(),
+                message,
+            },
+            GraphError::NotFound(_) => ProviderError::NotFound { message },
+            GraphError::Forbidden(_) => ProviderError::Denied {
+                permission: None,
+                message,
+            },
+            GraphError::BadRequest(info)
+            | GraphError::Conflict(info)
+            | GraphError::Unauthorized(info)
+            | GraphError::Unexpected(info) => ProviderError::Rejected {
+                status: info.status,
+                code: info.code.clone(),
+                detail: info.message.clone(),
+                message,
+            },
+            other => ProviderError::Rejected {
+                status: 0,
+                code: other.reason().to_string(),
+                detail: String::new(),
+                message,
+            },
+        }
+    }
+}
+
+impl From<TokenError> for crate::idp::ProviderError {
+    fn from(e: TokenError) -> Self {
+        GraphError::Token(e).into()
+    }
+}
+
 /// Graph's error envelope: `{"error":{"code","message","innerError":{...},"details":[...]}}`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorEnvelope {
