@@ -127,3 +127,92 @@ impl From<finalizer::Error<Error>> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(step: Step, error: ProviderError) -> Error {
+        Failure::new(step, error).into()
+    }
+
+    #[test]
+    fn provider_failures_keep_their_step_as_category_and_message_prefix() {
+        let e = failure(
+            Step::Register,
+            ProviderError::Denied {
+                permission: None,
+                message: "forbidden: application.addOwner: HTTP 403".into(),
+            },
+        );
+        assert_eq!(e.category(), "RegisterApplication");
+        assert_eq!(
+            e.to_string(),
+            "failed to register the application at the provider: forbidden: application.addOwner: HTTP 403"
+        );
+        assert!(e.is_persistent());
+        let e = failure(
+            Step::Revoke { key_id: "k1".into() },
+            ProviderError::Transient {
+                message: "unavailable".into(),
+            },
+        );
+        assert_eq!(
+            (e.category(), e.to_string().as_str()),
+            ("RevokeCredential", "failed to revoke credential k1: unavailable")
+        );
+        assert!(!e.is_persistent());
+    }
+
+    #[test]
+    fn a_named_permission_and_replication_lag_are_their_own_categories() {
+        let denied = failure(
+            Step::Read,
+            ProviderError::Denied {
+                permission: Some("Application.Read.All"),
+                message: "listing deletedItems: needs Application.Read.All".into(),
+            },
+        );
+        assert_eq!(denied.category(), "InsufficientPermissions");
+        assert_eq!(
+            denied.to_string(),
+            "listing deletedItems: needs Application.Read.All"
+        );
+        let lag = |step| {
+            failure(
+                step,
+                ProviderError::Pending {
+                    message: "not visible yet".into(),
+                },
+            )
+        };
+        assert_eq!(lag(Step::Register).category(), "NotReplicated");
+        assert_eq!(lag(Step::Delete).category(), "PurgePending");
+        assert_eq!(lag(Step::Delete).to_string(), "not visible yet");
+        assert!(!lag(Step::Delete).is_persistent());
+    }
+
+    #[test]
+    fn only_the_providers_and_the_budgets_wait_reach_the_error_policy() {
+        let throttled = |by| {
+            failure(
+                Step::Issue,
+                ProviderError::Throttled {
+                    retry_after: Some(Duration::from_secs(3)),
+                    by,
+                    message: "throttled".into(),
+                },
+            )
+        };
+        assert_eq!(
+            throttled(Throttler::Provider).retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            throttled(Throttler::Budget).retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(throttled(Throttler::TokenEndpoint).retry_after(), None);
+        assert!(!throttled(Throttler::Provider).is_persistent());
+    }
+}

@@ -43,6 +43,10 @@ impl Scope<'_> {
         events::publish(self.ctx, self.app, type_, reason, action, note).await;
     }
 
+    fn concurrent_secrets(&self) -> bool {
+        self.gate.backend.capabilities().concurrent_secrets
+    }
+
     fn policy(&self) -> &EffectivePolicy {
         &self.gate.policy
     }
@@ -334,7 +338,8 @@ async fn issue_and_write(
         served: requests.served_by(reason),
     };
     let live = match held.working() {
-        Working::Yes(current) if reason.keeps_current_secret() => {
+        // Staging needs room for a second secret beside the working one.
+        Working::Yes(current) if reason.keeps_current_secret() && scope.concurrent_secrets() => {
             stage(scope, target, current, fresh, reason).await?
         }
         Working::Yes(current) => {

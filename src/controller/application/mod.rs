@@ -130,11 +130,6 @@ async fn pass(
     api: &Api<Application>,
     status: &mut ApplicationStatus,
 ) -> Result<Outcome> {
-    let reads = if ctx.application_edits.edited_since_ready(app) {
-        Reads::Direct
-    } else {
-        Reads::Inventory
-    };
     // Immutability, for clusters without CEL; then the strategy, provider and policy.
     let gated = match admission::immutable_fields_kept(app, status) {
         Err(refusal) => Err(refusal),
@@ -149,6 +144,12 @@ async fn pass(
         &gate.strategy.spec.provider_ref.name,
         gate.strategy.spec.credentials.revoke_previous_after.into(),
     );
+    // A backend that cannot list what it owns keeps no inventory to read from.
+    let reads = if ctx.application_edits.edited_since_ready(app) || !gate.backend.capabilities().list_owned {
+        Reads::Direct
+    } else {
+        Reads::Inventory
+    };
     let registration = register::register(app, ctx, &gate, status, api, reads).await?;
     deliver::deliver(app, ctx, &gate, status, &registration).await
 }
@@ -383,5 +384,95 @@ mod tests {
             stable_message(throttled),
             "throttled: application.upsert: HTTP 429 TooManyRequests: Please retry again later."
         );
+    }
+
+    fn provider(step: crate::idp::Step, error: crate::idp::ProviderError) -> Error {
+        crate::idp::Failure::new(step, error).into()
+    }
+
+    #[test]
+    fn every_neutral_error_kind_has_its_ready_reason() {
+        use crate::idp::{ProviderError as P, Step};
+        let m = || "m".to_string();
+        let cases = [
+            (
+                P::Throttled {
+                    retry_after: None,
+                    by: Throttler::Provider,
+                    message: m(),
+                },
+                Reason::Throttled,
+            ),
+            (P::Transient { message: m() }, Reason::Unreachable),
+            (P::Pending { message: m() }, Reason::Progressing),
+            (P::NotFound { message: m() }, Reason::ProviderError),
+            (
+                P::Rejected {
+                    status: 400,
+                    code: "c".into(),
+                    detail: m(),
+                    message: m(),
+                },
+                Reason::ProviderError,
+            ),
+            (
+                P::Denied {
+                    permission: None,
+                    message: m(),
+                },
+                Reason::InsufficientPermissions,
+            ),
+            (
+                P::Denied {
+                    permission: Some("Application.Read.All"),
+                    message: m(),
+                },
+                Reason::InsufficientPermissions,
+            ),
+            (
+                P::AuthFailed {
+                    reason: "InvalidClientSecret",
+                    message: m(),
+                },
+                Reason::ProviderNotReady,
+            ),
+        ];
+        for (error, reason) in cases {
+            let e = provider(Step::Update, error);
+            assert_eq!(classify(&e), reason, "{e:?}");
+        }
+        assert_eq!(classify(&Error::MissingObjectKey("x")), Reason::Progressing);
+    }
+
+    #[test]
+    fn a_named_wait_requeues_and_says_who_asked() {
+        use crate::idp::{ProviderError as P, Step};
+        let error = |by, retry_after| {
+            provider(
+                Step::Issue,
+                P::Throttled {
+                    retry_after,
+                    by,
+                    message: "t".into(),
+                },
+            )
+        };
+        let wait = Duration::from_millis(2100);
+        for (by, said) in [
+            (Throttler::Budget, "the provider's request budget is in use"),
+            (Throttler::Provider, "the provider answered 429 (Retry-After)"),
+            (
+                Throttler::TokenEndpoint,
+                "the token endpoint answered 429 (Retry-After)",
+            ),
+        ] {
+            let Some(Outcome::Throttled { wait: w, message }) = throttled(&error(by, Some(wait))) else {
+                panic!("{by:?} is not a throttled outcome");
+            };
+            assert_eq!(w, wait);
+            assert_eq!(message, format!("{said}; work resumes in 3s (IssueCredential)"));
+        }
+        // No wait named: the error policy backs off instead.
+        assert!(throttled(&error(Throttler::Provider, None)).is_none());
     }
 }

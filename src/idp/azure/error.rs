@@ -690,4 +690,121 @@ mod tests {
             "TenantNotFound"
         );
     }
+
+    fn info(status: u16, code: &str) -> Box<GraphErrorInfo> {
+        let body =
+            format!(r#"{{"error":{{"code":"{code}","message":"why","innerError":{{"request-id":"r"}}}}}}"#);
+        Box::new(parse_error_info(
+            "application.addPassword",
+            status,
+            body.as_bytes(),
+            None,
+            None,
+        ))
+    }
+
+    #[test]
+    fn graph_errors_map_onto_the_neutral_kinds_keeping_their_message() {
+        use crate::idp::{ProviderError as P, Throttler};
+        type Expect = fn(&P) -> bool;
+        let cases: Vec<(GraphError, Expect)> = vec![
+            (
+                GraphError::Throttled {
+                    retry_after: Some(Duration::from_secs(2)),
+                    info: info(429, "TooManyRequests"),
+                },
+                |p| {
+                    matches!(
+                        p,
+                        P::Throttled {
+                            by: Throttler::Provider,
+                            retry_after: Some(_),
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                GraphError::Throttled {
+                    retry_after: Some(Duration::from_secs(1)),
+                    info: info(429, super::super::client::BUDGET_EXHAUSTED),
+                },
+                |p| {
+                    matches!(
+                        p,
+                        P::Throttled {
+                            by: Throttler::Budget,
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                GraphError::Token(TokenError::Throttled { retry_after: None }),
+                |p| {
+                    matches!(
+                        p,
+                        P::Throttled {
+                            by: Throttler::TokenEndpoint,
+                            retry_after: None,
+                            ..
+                        }
+                    )
+                },
+            ),
+            (GraphError::Token(TokenError::Unreachable("reset".into())), |p| {
+                matches!(p, P::Transient { .. })
+            }),
+            (
+                GraphError::Unavailable {
+                    info: info(503, ""),
+                    outcome_unknown: true,
+                },
+                |p| matches!(p, P::Transient { .. }),
+            ),
+            (
+                GraphError::Token(TokenError::InvalidClientSecret(Box::default())),
+                |p| {
+                    matches!(
+                        p,
+                        P::AuthFailed {
+                            reason: "InvalidClientSecret",
+                            ..
+                        }
+                    )
+                },
+            ),
+            (GraphError::NotFound(info(404, "Request_ResourceNotFound")), |p| {
+                p.is_not_found()
+            }),
+            (
+                GraphError::Forbidden(info(403, "Authorization_RequestDenied")),
+                |p| matches!(p, P::Denied { permission: None, .. }),
+            ),
+            (
+                GraphError::BadRequest(info(400, "CredentialInvalidLifetimeAsPerAppPolicy")),
+                |p| {
+                    matches!(p, P::Rejected { status: 400, code, detail, .. }
+                    if code == "CredentialInvalidLifetimeAsPerAppPolicy" && detail == "why")
+                },
+            ),
+            (
+                GraphError::Unauthorized(info(401, "InvalidAuthenticationToken")),
+                |p| matches!(p, P::Rejected { status: 401, .. }),
+            ),
+            (
+                GraphError::Decode {
+                    op: "application.get",
+                    message: "eof".into(),
+                },
+                |p| matches!(p, P::Rejected { status: 0, code, .. } if code == "Decode"),
+            ),
+        ];
+        for (graph, expected) in cases {
+            let message = graph.to_string();
+            let neutral = P::from(graph);
+            assert!(expected(&neutral), "{message} -> {neutral:?}");
+            assert_eq!(neutral.to_string(), message, "the message is Graph's own");
+        }
+    }
 }
