@@ -1,7 +1,7 @@
 //! Reconcile errors: one variant per failed action, a stable PascalCase `category()` used as
 //! Event reason and metric label, and the retry hint the error policy reads.
 
-use crate::idp::azure::{ConfigError, GraphError};
+use crate::idp::{Failure, ProviderError, Step, Throttler};
 use kube::runtime::finalizer;
 use std::time::Duration;
 
@@ -25,51 +25,23 @@ pub enum Error {
     },
 
     #[error("invalid provider configuration: {0}")]
-    ProviderConfig(#[source] ConfigError),
+    ProviderConfig(String),
 
-    #[error("failed to register the application at the provider: {0}")]
-    RegisterApplication(#[source] GraphError),
+    /// A provider call failed at `step` (the Event reason names the step).
+    #[error("{0}")]
+    Provider(#[source] Failure),
 
-    #[error("failed to update the application at the provider: {0}")]
-    UpdateApplication(#[source] GraphError),
+    /// The provider is not consistent yet (replication lag): retried with backoff.
+    #[error("{}", .0.error)]
+    Pending(#[source] Failure),
 
-    #[error("failed to ensure the service principal: {0}")]
-    EnsureServicePrincipal(#[source] GraphError),
-
-    #[error("failed to issue a credential: {0}")]
-    IssueCredential(#[source] GraphError),
-
-    #[error("failed to revoke credential {key_id}: {source}")]
-    RevokeCredential {
-        key_id: String,
-        #[source]
-        source: GraphError,
-    },
-
-    #[error("failed to read the application at the provider: {0}")]
-    ReadApplication(#[source] GraphError),
-
-    #[error("failed to delete the application at the provider: {0}")]
-    DeleteApplication(#[source] GraphError),
-
-    #[error("application {id} is not in the provider's deleted items yet (replication lag); purging it again shortly")]
-    PurgePending { id: String },
-
-    #[error("{0} is not visible at the provider yet (replication lag); retrying")]
-    NotReplicated(String),
-
-    /// Graph refused a call (403) that the admin client's permission does not cover; the
+    /// The provider refused a call the admin client's permission does not cover; the
     /// message names the permission that does (README, "Every Graph call").
-    #[error("{what}: needs the Graph application permission {permission}, which the admin client lacks ({source})")]
-    MissingPermission {
-        what: String,
-        permission: &'static str,
-        #[source]
-        source: GraphError,
-    },
+    #[error("{}", .0.error)]
+    MissingPermission(#[source] Failure),
 
     #[error("failed to verify the provider: {0}")]
-    VerifyProvider(#[source] GraphError),
+    VerifyProvider(#[source] ProviderError),
 
     #[error("the object has no {0}")]
     MissingObjectKey(&'static str),
@@ -90,16 +62,10 @@ impl Error {
             Error::PatchStatus(_) => "PatchStatus",
             Error::WriteSecret { .. } => "WriteSecret",
             Error::ProviderConfig(_) => "ProviderConfig",
-            Error::RegisterApplication(_) => "RegisterApplication",
-            Error::UpdateApplication(_) => "UpdateApplication",
-            Error::EnsureServicePrincipal(_) => "EnsureServicePrincipal",
-            Error::IssueCredential(_) => "IssueCredential",
-            Error::RevokeCredential { .. } => "RevokeCredential",
-            Error::ReadApplication(_) => "ReadApplication",
-            Error::DeleteApplication(_) => "DeleteApplication",
-            Error::PurgePending { .. } => "PurgePending",
-            Error::NotReplicated(_) => "NotReplicated",
-            Error::MissingPermission { .. } => "InsufficientPermissions",
+            Error::Provider(f) => f.step.category(),
+            Error::Pending(f) if f.step == Step::Delete => "PurgePending",
+            Error::Pending(_) => "NotReplicated",
+            Error::MissingPermission(_) => "InsufficientPermissions",
             Error::VerifyProvider(_) => "VerifyProvider",
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::CleanupBlocked(_) => "CleanupBlocked",
@@ -113,19 +79,12 @@ impl Error {
     }
 
     /// The provider error inside, if any.
-    pub fn graph_error(&self) -> Option<&GraphError> {
+    pub fn provider_error(&self) -> Option<&ProviderError> {
         match self {
-            Error::RegisterApplication(e)
-            | Error::UpdateApplication(e)
-            | Error::EnsureServicePrincipal(e)
-            | Error::IssueCredential(e)
-            | Error::ReadApplication(e)
-            | Error::DeleteApplication(e)
-            | Error::VerifyProvider(e)
-            | Error::RevokeCredential { source: e, .. }
-            | Error::MissingPermission { source: e, .. } => Some(e),
+            Error::Provider(f) | Error::Pending(f) | Error::MissingPermission(f) => Some(&f.error),
+            Error::VerifyProvider(e) => Some(e),
             Error::Finalizer(inner) => match inner.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.graph_error(),
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.provider_error(),
                 _ => None,
             },
             _ => None,
@@ -135,17 +94,28 @@ impl Error {
     /// A provider answer retrying soon will not change (400, 403, 404 on a settled object,
     /// ...): backed off slower than a transient failure.
     pub fn is_persistent(&self) -> bool {
-        match self.graph_error() {
-            Some(GraphError::Token(_)) | None => false,
-            Some(g) => !g.is_transient() && !matches!(g, GraphError::Throttled { .. }),
-        }
+        self.provider_error().is_some_and(ProviderError::is_persistent)
     }
 
-    /// When the provider said when to come back (429 / 503 with Retry-After).
+    /// When the provider (or the request budget) said when to come back; the token
+    /// endpoint's wait is honoured by the pass itself (see `application::throttled`).
     pub fn retry_after(&self) -> Option<Duration> {
-        match self.graph_error()? {
-            GraphError::Throttled { retry_after, .. } => *retry_after,
-            _ => None,
+        match self.provider_error()?.throttled_for()? {
+            (_, Throttler::TokenEndpoint) => None,
+            (wait, _) => Some(wait),
+        }
+    }
+}
+
+/// A failed provider call, filed by what the pipeline does about it.
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match &f.error {
+            ProviderError::Pending { .. } => Error::Pending(f),
+            ProviderError::Denied {
+                permission: Some(_), ..
+            } => Error::MissingPermission(f),
+            _ => Error::Provider(f),
         }
     }
 }
@@ -157,3 +127,92 @@ impl From<finalizer::Error<Error>> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(step: Step, error: ProviderError) -> Error {
+        Failure::new(step, error).into()
+    }
+
+    #[test]
+    fn provider_failures_keep_their_step_as_category_and_message_prefix() {
+        let e = failure(
+            Step::Register,
+            ProviderError::Denied {
+                permission: None,
+                message: "forbidden: application.addOwner: HTTP 403".into(),
+            },
+        );
+        assert_eq!(e.category(), "RegisterApplication");
+        assert_eq!(
+            e.to_string(),
+            "failed to register the application at the provider: forbidden: application.addOwner: HTTP 403"
+        );
+        assert!(e.is_persistent());
+        let e = failure(
+            Step::Revoke { key_id: "k1".into() },
+            ProviderError::Transient {
+                message: "unavailable".into(),
+            },
+        );
+        assert_eq!(
+            (e.category(), e.to_string().as_str()),
+            ("RevokeCredential", "failed to revoke credential k1: unavailable")
+        );
+        assert!(!e.is_persistent());
+    }
+
+    #[test]
+    fn a_named_permission_and_replication_lag_are_their_own_categories() {
+        let denied = failure(
+            Step::Read,
+            ProviderError::Denied {
+                permission: Some("Application.Read.All"),
+                message: "listing deletedItems: needs Application.Read.All".into(),
+            },
+        );
+        assert_eq!(denied.category(), "InsufficientPermissions");
+        assert_eq!(
+            denied.to_string(),
+            "listing deletedItems: needs Application.Read.All"
+        );
+        let lag = |step| {
+            failure(
+                step,
+                ProviderError::Pending {
+                    message: "not visible yet".into(),
+                },
+            )
+        };
+        assert_eq!(lag(Step::Register).category(), "NotReplicated");
+        assert_eq!(lag(Step::Delete).category(), "PurgePending");
+        assert_eq!(lag(Step::Delete).to_string(), "not visible yet");
+        assert!(!lag(Step::Delete).is_persistent());
+    }
+
+    #[test]
+    fn only_the_providers_and_the_budgets_wait_reach_the_error_policy() {
+        let throttled = |by| {
+            failure(
+                Step::Issue,
+                ProviderError::Throttled {
+                    retry_after: Some(Duration::from_secs(3)),
+                    by,
+                    message: "throttled".into(),
+                },
+            )
+        };
+        assert_eq!(
+            throttled(Throttler::Provider).retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            throttled(Throttler::Budget).retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(throttled(Throttler::TokenEndpoint).retry_after(), None);
+        assert!(!throttled(Throttler::Provider).is_persistent());
+    }
+}

@@ -196,7 +196,7 @@ async fn check(client: &GraphClient, provider: &DcrProvider) -> Result<Verificat
             service_principal_id: None,
             recheck: Some(TRANSIENT_RECHECK),
         }),
-        Err(e) => Err(Error::VerifyProvider(e)),
+        Err(e) => Err(Error::VerifyProvider(e.into())),
     }
 }
 

@@ -4,9 +4,11 @@
 
 use crate::crd::common::SecretKeyRef;
 use crate::crd::provider::{AdminCredential, AzureCloud, DcrProvider, ProviderType};
+use crate::idp::azure::backend::Entra;
 use crate::idp::azure::{
     self, ClientCredential, ConfigError, GraphClient, GraphClientConfig, InventoryConfig, RateLimit,
 };
+use crate::idp::Backend;
 use crate::metrics::Metrics;
 use crate::sensitive::SecretString;
 use k8s_openapi::api::core::v1::Secret;
@@ -87,6 +89,21 @@ impl ProviderClients {
             federated_token_file,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The provider boundary for `provider`; its calls take `namespace`'s fair share of
+    /// the provider's request budget. The one place a backend is chosen.
+    pub async fn backend_for(
+        &self,
+        kube: &Client,
+        provider: &DcrProvider,
+        namespace: &str,
+    ) -> Result<Backend, ClientError> {
+        let graph = self.client_for(kube, provider).await?;
+        Ok(Backend::Entra(Entra::new(
+            graph.for_namespace(namespace),
+            provider,
+        )))
     }
 
     /// The client for `provider`, reading its admin Secret (one GET) to notice changes.

@@ -8,7 +8,9 @@
 //! healthy to its consumers, while a missing one fails visibly (pods do not start), and no
 //! credential record is left that could later be read as live.
 
-use super::{client_error, proven_application, revoke, Outcome, Refusal};
+use super::cleanup::{identity, recorded};
+use super::gate::client_error;
+use super::{Outcome, Refusal};
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::{events, read};
@@ -142,16 +144,17 @@ async fn revoke_everything(
     let Some(provider) = read::get_opt(&providers, &provider_name).await? else {
         return Ok(Err(format!("DcrProvider {provider_name} no longer exists")));
     };
-    let graph = ctx
+    let namespace = app.namespace().unwrap_or_default();
+    let backend = ctx
         .providers
-        .client_for(&ctx.client, &provider)
+        .backend_for(&ctx.client, &provider, &namespace)
         .await
         .map_err(client_error)?;
     let mut revoked = 0usize;
     // Only what proves to be this Application's, whatever the status says.
-    if let Some(found) = proven_application(app, ctx, &graph, status).await? {
-        for key in found.passwords() {
-            revoke(&graph, &found.id, &key.key_id).await?;
+    if let Some(found) = backend.find(&identity(app, ctx), &recorded(status)).await? {
+        for key in &found.secrets {
+            backend.remove_secret(&found, &key.key_id).await?;
             revoked += 1;
         }
     }

@@ -10,7 +10,7 @@
 use super::admission::EffectivePolicy;
 use crate::crd::application::ApplicationStatus;
 use crate::crd::conditions::Reason;
-use crate::idp::azure::PasswordCredential;
+use crate::idp::SecretKey;
 use crate::secret::{CredentialRecord, RecordTrust, StoredCredential};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeSet;
@@ -76,7 +76,7 @@ pub struct Observed<'a> {
     /// Whether the Application ever had a credential (status records one).
     pub had_credential: bool,
     /// The keys the provider lists for the application.
-    pub provider_keys: &'a [PasswordCredential],
+    pub provider_keys: &'a [SecretKey],
     /// The rotate annotation, and the value last acted upon.
     pub rotate_request: Option<&'a str>,
     pub last_rotate_request: Option<&'a str>,
@@ -287,7 +287,7 @@ pub fn revocable(now: Timestamp, record: &CredentialRecord) -> Vec<String> {
 /// still being written. `also_recorded` are keys named elsewhere (the status).
 pub fn orphans(
     now: Timestamp,
-    provider_keys: &[PasswordCredential],
+    provider_keys: &[SecretKey],
     record: Option<&CredentialRecord>,
     also_recorded: &BTreeSet<String>,
 ) -> Vec<String> {
@@ -298,11 +298,7 @@ pub fn orphans(
     provider_keys
         .iter()
         .filter(|k| !known.contains(&k.key_id))
-        .filter(|k| {
-            k.start_date_time
-                .and_then(|t| Timestamp::from_second(t.timestamp()).ok())
-                .is_none_or(|start| !recent(now, start))
-        })
+        .filter(|k| k.created_at.is_none_or(|start| !recent(now, start)))
         .map(|k| k.key_id.clone())
         .collect()
 }
@@ -358,18 +354,17 @@ mod tests {
         }
     }
 
-    fn key(id: &str, start: Option<Timestamp>) -> PasswordCredential {
-        PasswordCredential {
+    fn key(id: &str, start: Option<Timestamp>) -> SecretKey {
+        SecretKey {
             key_id: id.into(),
-            start_date_time: start.map(|s| chrono::DateTime::from_timestamp(s.as_second(), 0).unwrap()),
-            ..Default::default()
+            created_at: start,
         }
     }
 
     fn observed<'a>(
         now: Timestamp,
         stored: Option<&'a StoredCredential>,
-        keys: &'a [PasswordCredential],
+        keys: &'a [SecretKey],
     ) -> Observed<'a> {
         Observed {
             now,

@@ -462,6 +462,61 @@ impl GraphError {
     }
 }
 
+/// Graph's failures as the provider boundary sees them (the message is the error's own).
+impl From<GraphError> for crate::idp::ProviderError {
+    fn from(e: GraphError) -> Self {
+        use crate::idp::{ProviderError, Throttler};
+        let message = e.to_string();
+        match e {
+            GraphError::Throttled { retry_after, info } => ProviderError::Throttled {
+                retry_after,
+                by: if info.code == super::client::BUDGET_EXHAUSTED {
+                    Throttler::Budget
+                } else {
+                    Throttler::Provider
+                },
+                message,
+            },
+            GraphError::Token(TokenError::Throttled { retry_after }) => ProviderError::Throttled {
+                retry_after,
+                by: Throttler::TokenEndpoint,
+                message,
+            },
+            e if e.is_transient() => ProviderError::Transient { message },
+            GraphError::Token(t) => ProviderError::AuthFailed {
+                reason: t.reason(),
+                message,
+            },
+            GraphError::NotFound(_) => ProviderError::NotFound { message },
+            GraphError::Forbidden(_) => ProviderError::Denied {
+                permission: None,
+                message,
+            },
+            GraphError::BadRequest(info)
+            | GraphError::Conflict(info)
+            | GraphError::Unauthorized(info)
+            | GraphError::Unexpected(info) => ProviderError::Rejected {
+                status: info.status,
+                code: info.code.clone(),
+                detail: info.message.clone(),
+                message,
+            },
+            other => ProviderError::Rejected {
+                status: 0,
+                code: other.reason().to_string(),
+                detail: String::new(),
+                message,
+            },
+        }
+    }
+}
+
+impl From<TokenError> for crate::idp::ProviderError {
+    fn from(e: TokenError) -> Self {
+        GraphError::Token(e).into()
+    }
+}
+
 /// Graph's error envelope: `{"error":{"code","message","innerError":{...},"details":[...]}}`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorEnvelope {
@@ -663,5 +718,122 @@ mod tests {
             classify_token_error(404, AadDiagnostics::default()).reason(),
             "TenantNotFound"
         );
+    }
+
+    fn info(status: u16, code: &str) -> Box<GraphErrorInfo> {
+        let body =
+            format!(r#"{{"error":{{"code":"{code}","message":"why","innerError":{{"request-id":"r"}}}}}}"#);
+        Box::new(parse_error_info(
+            "application.addPassword",
+            status,
+            body.as_bytes(),
+            None,
+            None,
+        ))
+    }
+
+    #[test]
+    fn graph_errors_map_onto_the_neutral_kinds_keeping_their_message() {
+        use crate::idp::{ProviderError as P, Throttler};
+        type Expect = fn(&P) -> bool;
+        let cases: Vec<(GraphError, Expect)> = vec![
+            (
+                GraphError::Throttled {
+                    retry_after: Some(Duration::from_secs(2)),
+                    info: info(429, "TooManyRequests"),
+                },
+                |p| {
+                    matches!(
+                        p,
+                        P::Throttled {
+                            by: Throttler::Provider,
+                            retry_after: Some(_),
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                GraphError::Throttled {
+                    retry_after: Some(Duration::from_secs(1)),
+                    info: info(429, super::super::client::BUDGET_EXHAUSTED),
+                },
+                |p| {
+                    matches!(
+                        p,
+                        P::Throttled {
+                            by: Throttler::Budget,
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                GraphError::Token(TokenError::Throttled { retry_after: None }),
+                |p| {
+                    matches!(
+                        p,
+                        P::Throttled {
+                            by: Throttler::TokenEndpoint,
+                            retry_after: None,
+                            ..
+                        }
+                    )
+                },
+            ),
+            (GraphError::Token(TokenError::Unreachable("reset".into())), |p| {
+                matches!(p, P::Transient { .. })
+            }),
+            (
+                GraphError::Unavailable {
+                    info: info(503, ""),
+                    outcome_unknown: true,
+                },
+                |p| matches!(p, P::Transient { .. }),
+            ),
+            (
+                GraphError::Token(TokenError::InvalidClientSecret(Box::default())),
+                |p| {
+                    matches!(
+                        p,
+                        P::AuthFailed {
+                            reason: "InvalidClientSecret",
+                            ..
+                        }
+                    )
+                },
+            ),
+            (GraphError::NotFound(info(404, "Request_ResourceNotFound")), |p| {
+                p.is_not_found()
+            }),
+            (
+                GraphError::Forbidden(info(403, "Authorization_RequestDenied")),
+                |p| matches!(p, P::Denied { permission: None, .. }),
+            ),
+            (
+                GraphError::BadRequest(info(400, "CredentialInvalidLifetimeAsPerAppPolicy")),
+                |p| {
+                    matches!(p, P::Rejected { status: 400, code, detail, .. }
+                    if code == "CredentialInvalidLifetimeAsPerAppPolicy" && detail == "why")
+                },
+            ),
+            (
+                GraphError::Unauthorized(info(401, "InvalidAuthenticationToken")),
+                |p| matches!(p, P::Rejected { status: 401, .. }),
+            ),
+            (
+                GraphError::Decode {
+                    op: "application.get",
+                    message: "eof".into(),
+                },
+                |p| matches!(p, P::Rejected { status: 0, code, .. } if code == "Decode"),
+            ),
+        ];
+        for (graph, expected) in cases {
+            let message = graph.to_string();
+            let neutral = P::from(graph);
+            assert!(expected(&neutral), "{message} -> {neutral:?}");
+            assert_eq!(neutral.to_string(), message, "the message is Graph's own");
+        }
     }
 }

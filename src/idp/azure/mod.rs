@@ -19,8 +19,10 @@
 //! Everything is built from [`GraphClientConfig`] (URLs, tenant, credential), so tests point
 //! it at the Graph emulator by configuration.
 
+pub mod backend;
 pub mod client;
 pub mod config;
+pub mod desired;
 pub mod error;
 pub mod inventory;
 pub mod models;
