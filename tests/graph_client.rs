@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use dcr_operator::idp::azure::client::is_duplicate_reference;
 use dcr_operator::idp::azure::{
     AddPasswordRequest, ApplicationPatch, ClientCredential, DeltaCursor, DeltaItem, Freshness, GraphClient,
-    GraphClientConfig, GraphError, GraphObserver, InventoryConfig, RemovedReason, TokenError, UpsertOutcome,
-    WebApplication,
+    GraphClientConfig, GraphError, GraphObserver, InventoryConfig, RateLimit, RemovedReason, TokenError,
+    UpsertOutcome, WebApplication,
 };
 use dcr_operator::sensitive::SecretString;
 use sandbox::graph::{AdminApp, EmulatorConfig, FaultConfig, GraphEmulator, GraphPermission, RequestRecord};
@@ -37,8 +37,10 @@ fn config_for(emu: &GraphEmulator, tenant: &str, client_id: &str, secret: &str) 
     c.graph_endpoint = Some(Url::parse(&emu.graph_endpoint()).unwrap());
     c.extra_ca_pem = Some(emu.ca_pem().as_bytes().to_vec());
     // Tests run many calls back to back; the default 10/s would only slow them down.
-    c.rate_limit.qps = 200.0;
-    c.rate_limit.burst = 200;
+    c.budget.requests = Some(RateLimit {
+        qps: 200.0,
+        burst: 200,
+    });
     c
 }
 
@@ -769,8 +771,7 @@ async fn server_errors_retry_idempotent_calls_only() {
 async fn client_side_rate_limit_spaces_requests() {
     let (emu, admin) = start(EmulatorConfig::default()).await;
     let mut cfg = config_for(&emu, &admin.tenant_id, &admin.client_id, &admin.client_secret);
-    cfg.rate_limit.qps = 5.0;
-    cfg.rate_limit.burst = 1;
+    cfg.budget.requests = Some(RateLimit { qps: 5.0, burst: 1 });
     let observer = Arc::new(CountingObserver::default());
     let client = GraphClient::with_observer(cfg, observer.clone()).unwrap();
     client.verify_credentials().await.unwrap();
