@@ -45,7 +45,10 @@ const WRITES_PER_APP: f64 = 3.0;
 /// longer than the harness's 30 s so the ramp is not mostly resyncs; the concurrency is
 /// higher than the default 4 because a new Application holds its worker through the 2 s
 /// replication wait (see the README's Scale section).
-const RESYNC_PERIOD: Duration = Duration::from_secs(120);
+/// `DCR_BENCH_RESYNC_S` overrides it (for a short trial run).
+fn resync_period() -> Duration {
+    Duration::from_secs(env_number("DCR_BENCH_RESYNC_S").unwrap_or(120))
+}
 fn concurrency() -> u16 {
     env_number("DCR_BENCH_CONCURRENCY").unwrap_or(32)
 }
@@ -113,9 +116,26 @@ async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
     out
 }
 
+/// The resources the operator reads or writes; the apiserver's other clients (the
+/// controller-manager) touch others.
+const OPERATOR_RESOURCES: [&str; 7] = [
+    "applications",
+    "authstrategies",
+    "dcrproviders",
+    "namespaces",
+    "secrets",
+    "events",
+    "leases",
+];
+
 fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, u64> {
     after
         .iter()
+        .filter(|(k, _)| {
+            let resource = k.split_once(' ').map_or("", |(_, r)| r);
+            let resource = resource.split('/').next().unwrap_or("");
+            OPERATOR_RESOURCES.contains(&resource)
+        })
         .map(|(k, v)| {
             (
                 k.clone(),
@@ -269,7 +289,7 @@ async fn scale_new_applications_at_graphs_limits() {
     let n = app_count();
     let load_at_start = loadavg();
     let conc = concurrency().to_string();
-    let resync = format!("{}s", RESYNC_PERIOD.as_secs());
+    let resync = format!("{}s", resync_period().as_secs());
     let ca = emulator_ca_path().await;
     let mut op = OperatorProcess::start_with_kubeconfig(
         operator_kubeconfig().await,
@@ -354,7 +374,7 @@ async fn scale_new_applications_at_graphs_limits() {
     eprintln!("scale: all {n} Ready in {all_ready:.1?}");
 
     // Steady state: one resync period, nothing changing (the sleep is the interval).
-    tokio::time::sleep(RESYNC_PERIOD).await;
+    tokio::time::sleep(resync_period()).await;
     let graph2 = s.emu.request_counts();
     let kube2 = apiserver_requests(&kube).await;
     let reconciles2 = application_reconciles(&metrics0).await;
@@ -419,7 +439,7 @@ async fn scale_new_applications_at_graphs_limits() {
             "replication_lag_s": REPLICATION_LAG.as_secs_f64(),
             "seed": FAULT_SEED,
             "request_budget": "default (2,850 writes per 150 s, 3,325 RU per 10 s)",
-            "operator": {"concurrency": concurrency(), "resync_period_s": RESYNC_PERIOD.as_secs()},
+            "operator": {"concurrency": concurrency(), "resync_period_s": resync_period().as_secs()},
         },
         "ramp": {
             "created_all_s": created_in.map(|d| round2(d.as_secs_f64())),
@@ -439,7 +459,7 @@ async fn scale_new_applications_at_graphs_limits() {
             "operator_cpu_s_per_application": round2((cpu1 - cpu0) / n as f64),
         },
         "steady_resync": {
-            "period_s": RESYNC_PERIOD.as_secs(),
+            "period_s": resync_period().as_secs(),
             "graph_requests": steady_ops.values().sum::<u64>(),
             "graph_by_operation": steady_ops,
             "graph_429": steady_429,
