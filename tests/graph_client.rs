@@ -943,7 +943,8 @@ async fn federated_assertion_from_a_file() {
 /// application ... must in the local tenant", is retried for a just-created app only.
 #[tokio::test]
 async fn service_principal_create_survives_the_local_tenant_403() {
-    let mut cfg = EmulatorConfig::default().with_replication_lag(Duration::from_millis(1500));
+    // Longer than the client's 2 s wait before the create, so the lag still shows.
+    let mut cfg = EmulatorConfig::default().with_replication_lag(Duration::from_millis(3500));
     cfg.assumptions.sp_create_lag_error = sandbox::graph::SpLagError::LocalTenant403;
     let (emu, admin) = start(cfg).await;
     let client = client_for(&emu, &admin);
@@ -966,6 +967,32 @@ async fn service_principal_create_survives_the_local_tenant_403() {
         .expect("retried until replicated");
     assert!(count(&emu, "servicePrincipal.create", 403) >= 2);
     assert_eq!(count(&emu, "servicePrincipal.create", 201), 1);
+    emu.shutdown().await;
+}
+
+/// Issue 14: the client waits out a new application's replication before creating its
+/// service principal, so the create is sent once instead of retried through the lag.
+#[tokio::test]
+async fn service_principal_create_waits_out_the_new_applications_replication() {
+    let cfg = EmulatorConfig::default().with_replication_lag(Duration::from_millis(1500));
+    let (emu, admin) = start(cfg).await;
+    let client = client_for(&emu, &admin);
+    let me = client.own_service_principal().await.unwrap();
+    let app = client
+        .ensure_application("settle", &desired(&client, "settle", &me.id))
+        .await
+        .unwrap()
+        .application;
+    client
+        .create_service_principal(&app.app_id.unwrap(), &[], Freshness::JustCreated)
+        .await
+        .expect("created once replicated");
+    assert_eq!(count(&emu, "servicePrincipal.create", 201), 1);
+    assert_eq!(
+        emu.request_counts()["servicePrincipal.create"].total,
+        1,
+        "no create met the replication lag"
+    );
     emu.shutdown().await;
 }
 

@@ -576,8 +576,12 @@ impl GraphClient {
         freshness: Freshness,
     ) -> Result<ServicePrincipal, GraphError> {
         const OP: &str = "servicePrincipal.create";
-        // A create this soon after the application's would only meet replication lag.
-        let settle = self.inner.settling.remaining(app_id, Instant::now());
+        // A create this soon after the application's would only meet replication lag. Only
+        // for a caller that says the application is new: a settled one is taken at its word.
+        let settle = match freshness {
+            Freshness::JustCreated => self.inner.settling.remaining(app_id, Instant::now()),
+            Freshness::Settled => std::time::Duration::ZERO,
+        };
         if !settle.is_zero() {
             debug!(?settle, "waiting for the new application to replicate");
             tokio::time::sleep(settle).await;
