@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use dcr_operator::idp::azure::client::is_duplicate_reference;
 use dcr_operator::idp::azure::{
     AddPasswordRequest, ApplicationPatch, ClientCredential, DeltaCursor, DeltaItem, Freshness, GraphClient,
-    GraphClientConfig, GraphError, GraphObserver, InventoryConfig, RemovedReason, TokenError, UpsertOutcome,
-    WebApplication,
+    GraphClientConfig, GraphError, GraphObserver, InventoryConfig, RateLimit, RemovedReason, TokenError,
+    UpsertOutcome, WebApplication,
 };
 use dcr_operator::sensitive::SecretString;
 use sandbox::graph::{
@@ -39,8 +39,10 @@ fn config_for(emu: &GraphEmulator, tenant: &str, client_id: &str, secret: &str) 
     c.graph_endpoint = Some(Url::parse(&emu.graph_endpoint()).unwrap());
     c.extra_ca_pem = Some(emu.ca_pem().as_bytes().to_vec());
     // Tests run many calls back to back; the default 10/s would only slow them down.
-    c.rate_limit.qps = 200.0;
-    c.rate_limit.burst = 200;
+    c.budget.requests = Some(RateLimit {
+        qps: 200.0,
+        burst: 200,
+    });
     c
 }
 
@@ -771,8 +773,7 @@ async fn server_errors_retry_idempotent_calls_only() {
 async fn client_side_rate_limit_spaces_requests() {
     let (emu, admin) = start(EmulatorConfig::default()).await;
     let mut cfg = config_for(&emu, &admin.tenant_id, &admin.client_id, &admin.client_secret);
-    cfg.rate_limit.qps = 5.0;
-    cfg.rate_limit.burst = 1;
+    cfg.budget.requests = Some(RateLimit { qps: 5.0, burst: 1 });
     let observer = Arc::new(CountingObserver::default());
     let client = GraphClient::with_observer(cfg, observer.clone()).unwrap();
     client.verify_credentials().await.unwrap();
@@ -934,7 +935,8 @@ async fn federated_assertion_from_a_file() {
 /// application ... must in the local tenant", is retried for a just-created app only.
 #[tokio::test]
 async fn service_principal_create_survives_the_local_tenant_403() {
-    let mut cfg = EmulatorConfig::default().with_replication_lag(Duration::from_millis(1500));
+    // Longer than the client's 2 s wait before the create, so the lag still shows.
+    let mut cfg = EmulatorConfig::default().with_replication_lag(Duration::from_millis(3500));
     cfg.assumptions.sp_create_lag_error = sandbox::graph::SpLagError::LocalTenant403;
     let (emu, admin) = start(cfg).await;
     let client = client_for(&emu, &admin);
@@ -957,6 +959,32 @@ async fn service_principal_create_survives_the_local_tenant_403() {
         .expect("retried until replicated");
     assert!(count(&emu, "servicePrincipal.create", 403) >= 2);
     assert_eq!(count(&emu, "servicePrincipal.create", 201), 1);
+    emu.shutdown().await;
+}
+
+/// Issue 14: the client waits out a new application's replication before creating its
+/// service principal, so the create is sent once instead of retried through the lag.
+#[tokio::test]
+async fn service_principal_create_waits_out_the_new_applications_replication() {
+    let cfg = EmulatorConfig::default().with_replication_lag(Duration::from_millis(1500));
+    let (emu, admin) = start(cfg).await;
+    let client = client_for(&emu, &admin);
+    let me = client.own_service_principal().await.unwrap();
+    let app = client
+        .ensure_application("settle", &desired(&client, "settle", &me.id))
+        .await
+        .unwrap()
+        .application;
+    client
+        .create_service_principal(&app.app_id.unwrap(), &[], Freshness::JustCreated)
+        .await
+        .expect("created once replicated");
+    assert_eq!(count(&emu, "servicePrincipal.create", 201), 1);
+    assert_eq!(
+        emu.request_counts()["servicePrincipal.create"].total,
+        1,
+        "no create met the replication lag"
+    );
     emu.shutdown().await;
 }
 

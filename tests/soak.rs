@@ -44,11 +44,8 @@ const THROTTLE_RETRY_AFTER: Duration = Duration::from_millis(300);
 /// Fraction of Graph requests answered 503 (no Retry-After).
 const ERROR_RATE: f64 = 0.05;
 const REPLICATION_LAG: Duration = Duration::from_secs(2);
-/// The DcrProvider's `requestBudget` (`DCR_SOAK_BUDGET=qps,burst`); by default none, so the
-/// operator's own default applies (10 requests/s, burst 20). Before the provider inventory,
-/// the resync reads of 150 Ready Applications (an application and a service principal GET
-/// each per 30 s resync) filled that default and new Applications starved; the soak ran with
-/// 50/100. It now runs with the default, which is what users get.
+/// A flat cap in the DcrProvider's `requestBudget` (`DCR_SOAK_BUDGET=qps,burst`); by
+/// default none, so the operator's own Graph-shaped budget applies, which is what users get.
 fn request_budget() -> Option<(u32, u32)> {
     let v = std::env::var("DCR_SOAK_BUDGET").ok()?;
     let (qps, burst) = v.split_once(',')?;
@@ -640,7 +637,7 @@ async fn soak_applications_under_faults_and_an_apiserver_restart() {
             "replication_lag_s": REPLICATION_LAG.as_secs_f64(),
             "seed": FAULT_SEED,
             "provider_request_budget": request_budget()
-                .map_or_else(|| json!("default (10/s, burst 20)"), |(q, b)| json!({"qps": q, "burst": b})),
+                .map_or_else(|| json!("default (2,850 writes per 150 s, 3,325 RU per 10 s)"), |(q, b)| json!({"qps": q, "burst": b})),
             "operator": {"concurrency": 8, "resync_period_s": RESYNC_PERIOD.as_secs()},
         },
         "wall_s": {

@@ -161,10 +161,7 @@ async fn check(client: &GraphClient, provider: &DcrProvider) -> Result<Verificat
     }
     match client.own_service_principal().await {
         Ok(sp) => Ok(Verification {
-            condition: DesiredCondition::ready(format!(
-                "obtained a token for client {} and found its service principal",
-                provider.spec.initial_client.as_ref().map(|c| c.client_id.as_str()).unwrap_or_default()
-            )),
+            condition: DesiredCondition::ready(ready_message(provider)),
             service_principal_id: Some(sp.id),
             recheck: None,
         }),
@@ -197,6 +194,23 @@ async fn check(client: &GraphClient, provider: &DcrProvider) -> Result<Verificat
             recheck: Some(TRANSIENT_RECHECK),
         }),
         Err(e) => Err(Error::VerifyProvider(e.into())),
+    }
+}
+
+/// The Ready message, with what of `spec.requestBudget` was not taken as written.
+fn ready_message(provider: &DcrProvider) -> String {
+    let verified = format!(
+        "obtained a token for client {} and found its service principal",
+        provider
+            .spec
+            .initial_client
+            .as_ref()
+            .map(|c| c.client_id.as_str())
+            .unwrap_or_default()
+    );
+    match crate::controller::providers::request_budget_note(provider) {
+        Some(note) => format!("{verified}; {note}"),
+        None => verified,
     }
 }
 

@@ -3,7 +3,9 @@
 //! provider's spec (generation) or its admin Secret (resourceVersion) changes.
 
 use crate::crd::common::SecretKeyRef;
-use crate::crd::provider::{AdminCredential, AzureCloud, DcrProvider, ProviderType};
+use crate::crd::provider::{
+    AdminCredential, AzureCloud, DcrProvider, ProviderType, RequestBudget, TenantSize,
+};
 use crate::idp::azure::backend::Entra;
 use crate::idp::azure::{
     self, ClientCredential, ConfigError, GraphClient, GraphClientConfig, InventoryConfig, RateLimit,
@@ -269,18 +271,85 @@ pub fn graph_config(
     config.graph_endpoint = azure.graph_endpoint.as_deref().map(Url::parse).transpose()?;
     config.extra_ca_pem = extra_ca_pem;
     if let Some(budget) = &provider.spec.request_budget {
-        config.rate_limit = RateLimit {
-            qps: f64::from(budget.qps),
-            burst: budget.burst,
-        };
+        config.budget = request_budget(budget).0;
     }
     config.validate()?;
     Ok(config)
 }
 
+/// The client's budget for `spec.requestBudget`, and what of it was not taken as written
+/// (for the provider's Ready message). Graph's limits bound every field: the schema refuses
+/// writes above 3,000, resource units above the tenant size's quota are lowered here.
+pub fn request_budget(spec: &RequestBudget) -> (azure::RequestBudget, Vec<String>) {
+    let size = match spec.tenant_size.unwrap_or_default() {
+        TenantSize::Small => azure::TenantSize::Small,
+        TenantSize::Medium => azure::TenantSize::Medium,
+        TenantSize::Large => azure::TenantSize::Large,
+    };
+    let mut budget = azure::RequestBudget::documented(size);
+    if let Some(ru) = spec.resource_units {
+        budget.resource_units = ru.max(1);
+    }
+    if let Some(writes) = spec.writes {
+        budget.writes = writes.max(1);
+    }
+    let mut notes = budget.clamp_to_graph(size);
+    match (spec.qps, spec.burst) {
+        (Some(qps), burst) => {
+            budget.requests = Some(RateLimit {
+                qps: f64::from(qps.clamp(1, 1000)),
+                burst: burst.unwrap_or(qps).clamp(1, 10_000),
+            })
+        }
+        (None, Some(_)) => notes.push("burst without qps has no effect".into()),
+        (None, None) => {}
+    }
+    (budget, notes)
+}
+
+/// What `spec.requestBudget` asked for that the client does not do as written: `None`
+/// when everything was taken as written.
+pub fn request_budget_note(provider: &DcrProvider) -> Option<String> {
+    let (_, notes) = request_budget(provider.spec.request_budget.as_ref()?);
+    (!notes.is_empty()).then(|| format!("spec.requestBudget: {}", notes.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_budgets_default_to_graphs_limits_and_never_exceed_them() {
+        let (b, notes) = request_budget(&RequestBudget::default());
+        assert_eq!((b.resource_units, b.writes, b.requests), (3_325, 2_850, None));
+        assert!(notes.is_empty());
+        let spec = RequestBudget {
+            tenant_size: Some(TenantSize::Medium),
+            resource_units: Some(8_000),
+            writes: Some(600),
+            qps: Some(10),
+            burst: None,
+        };
+        let (b, notes) = request_budget(&spec);
+        assert_eq!((b.resource_units, b.writes), (5_000, 600));
+        assert_eq!(b.requests, Some(RateLimit { qps: 10.0, burst: 10 }));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("above Graph's 5000"), "{notes:?}");
+        let large = RequestBudget {
+            tenant_size: Some(TenantSize::Large),
+            ..RequestBudget::default()
+        };
+        assert_eq!(request_budget(&large).0.resource_units, 7_600);
+        let hostile = RequestBudget {
+            resource_units: Some(0),
+            writes: Some(u32::MAX),
+            burst: Some(5),
+            ..RequestBudget::default()
+        };
+        let (b, notes) = request_budget(&hostile);
+        assert_eq!((b.resource_units, b.writes, b.requests), (1, 3_000, None));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+    }
 
     fn secret_ref(namespace: &str) -> SecretKeyRef {
         SecretKeyRef {

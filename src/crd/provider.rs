@@ -312,16 +312,47 @@ impl InitialClient {
     }
 }
 
-/// A token bucket limiting requests to the provider.
-#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The client-side request budget towards the provider, shaped like Graph's identity
+/// throttling: a resource-unit bucket and a write bucket per app and tenant. Every field is
+/// optional; the defaults sit just under Graph's documented limits for the tenant size.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestBudget {
-    /// Sustained requests per second.
+    /// The tenant's size class, which fixes Graph's resource-unit quota: Small (under 50
+    /// users, 3,500 per 10 s), Medium (50-500, 5,000), Large (over 500, 8,000). Default Small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_size: Option<TenantSize>,
+    /// Resource units per 10 s (a GET costs 1-3, a write 1). Default: 95% of Graph's quota
+    /// for the tenant size; a value above that quota is lowered to it, saying so in the
+    /// Ready condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8000))]
+    pub resource_units: Option<u32>,
+    /// Writes (POST, PATCH, DELETE) per 150 s. Default 2,850; Graph allows 3,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3000))]
+    pub writes: Option<u32>,
+    /// An optional flat cap: sustained requests per second of any kind, on top of the
+    /// buckets above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
-    pub qps: u32,
-    /// Requests allowed in a burst above `qps`.
+    pub qps: Option<u32>,
+    /// Requests allowed back to back under `qps` (default: `qps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
-    pub burst: u32,
+    pub burst: Option<u32>,
+}
+
+/// A tenant's size class (Graph's resource-unit quota depends on it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum TenantSize {
+    /// Under 50 users.
+    #[default]
+    Small,
+    /// 50 to 500 users.
+    Medium,
+    /// Over 500 users.
+    Large,
 }
 
 /// Observed state of a DcrProvider.

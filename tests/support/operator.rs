@@ -130,7 +130,8 @@ pub async fn operator() -> &'static Operator {
 
 /// Spawns the binary from a thread that lives as long as the process, so that
 /// PR_SET_PDEATHSIG (which follows the spawning *thread*) kills it only when the test
-/// process exits. `extra_args` follow the defaults (flags the defaults do not set). The
+/// process exits. `extra_args` follow the defaults and replace `--resync-period` and
+/// `--concurrency` when they set them. The
 /// log is appended to. The receiver fires when the process has exited.
 fn spawn(
     kubeconfig: PathBuf,
@@ -154,14 +155,9 @@ fn spawn(
                 .arg(&kubeconfig)
                 .arg("--extra-ca-file")
                 .arg(&ca)
-                .args([
-                    "--cluster-name",
-                    CLUSTER_NAME,
-                    "--resync-period",
-                    "30s",
-                    "--concurrency",
-                    "8",
-                ])
+                .args(["--cluster-name", CLUSTER_NAME])
+                .args(unless_given(&extra_args, "--resync-period", "30s"))
+                .args(unless_given(&extra_args, "--concurrency", "8"))
                 .args(["--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
                 .args(["--activation-timeout", "30s"])
                 .args([
@@ -191,6 +187,16 @@ fn spawn(
         })
         .expect("operator thread");
     (rx.recv().expect("operator pid"), exited_rx)
+}
+
+/// `[flag, default]`, unless `extra_args` set the flag themselves (clap refuses a flag
+/// given twice).
+fn unless_given(extra_args: &[String], flag: &'static str, default: &'static str) -> Vec<&'static str> {
+    if extra_args.iter().any(|a| a == flag) {
+        Vec::new()
+    } else {
+        vec![flag, default]
+    }
 }
 
 /// Occurrences of `needle` in the log at `path`.

@@ -22,11 +22,12 @@ use super::models::{
     ServicePrincipal, UpsertOutcome,
 };
 use super::observer::{GraphObserver, NoopObserver};
-use super::ratelimit::{MustWait, RateLimiter};
+use super::ratelimit::{Cost, MustWait, RateLimiter};
 use super::retry::{
     parse_retry_after, random_jitter, CallClass, Decision, Freshness, Idempotency, Outcome, RetryPolicy,
     StopReason,
 };
+use super::settle::Settling;
 use super::token::{reason_name, transport_message, AccessToken, TokenCache, TokenEndpoint};
 
 type Bytes = Vec<u8>;
@@ -54,6 +55,8 @@ struct Inner {
     observer: Arc<dyn GraphObserver>,
     own_sp: tokio::sync::OnceCell<ServicePrincipal>,
     inventory: Option<Inventory>,
+    /// When this client created its new applications (the service-principal create waits).
+    settling: Settling,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -113,7 +116,7 @@ impl GraphClient {
         Ok(Self {
             namespace: Arc::from(""),
             inner: Arc::new(Inner {
-                limiter: RateLimiter::new(config.rate_limit, config.retry.max_inline_wait),
+                limiter: RateLimiter::new(config.budget, config.retry.max_inline_wait),
                 http,
                 base,
                 tokens,
@@ -121,6 +124,7 @@ impl GraphClient {
                 observer,
                 own_sp: tokio::sync::OnceCell::new(),
                 inventory: config.inventory.clone().map(Inventory::new),
+                settling: Settling::new(config.retry.replication_settle.min(config.retry.max_inline_wait)),
                 config,
             }),
         })
@@ -253,7 +257,11 @@ impl GraphClient {
             })
             .await?;
         if answer.status == 201 {
-            Ok(UpsertOutcome::Created(Box::new(decode(OP, &answer.body)?)))
+            let created: Application = decode(OP, &answer.body)?;
+            if let Some(app_id) = &created.app_id {
+                self.inner.settling.created(app_id, Instant::now());
+            }
+            Ok(UpsertOutcome::Created(Box::new(created)))
         } else {
             Ok(UpsertOutcome::Updated)
         }
@@ -568,6 +576,16 @@ impl GraphClient {
         freshness: Freshness,
     ) -> Result<ServicePrincipal, GraphError> {
         const OP: &str = "servicePrincipal.create";
+        // A create this soon after the application's would only meet replication lag. Only
+        // for a caller that says the application is new: a settled one is taken at its word.
+        let settle = match freshness {
+            Freshness::JustCreated => self.inner.settling.remaining(app_id, Instant::now()),
+            Freshness::Settled => std::time::Duration::ZERO,
+        };
+        if !settle.is_zero() {
+            debug!(?settle, "waiting for the new application to replicate");
+            tokio::time::sleep(settle).await;
+        }
         let result = self
             .execute(Call {
                 op: OP,
@@ -591,6 +609,7 @@ impl GraphClient {
             }
             Err(e) => return Err(e),
         };
+        self.inner.settling.settled(app_id);
         if let Some(inventory) = self.inventory() {
             inventory.touched_service_principal(&created.id);
             inventory.read_service_principal(&created, inventory.mark());
@@ -798,7 +817,8 @@ impl GraphClient {
         loop {
             attempt += 1;
 
-            let waited = match inner.limiter.acquire(&self.namespace).await {
+            let cost = Cost::of(&call.method, &call.url);
+            let waited = match inner.limiter.acquire(&self.namespace, cost).await {
                 Ok(waited) => waited,
                 Err(MustWait { wait }) => return Err(budget_exhausted(call.op, wait, attempt)),
             };

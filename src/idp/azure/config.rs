@@ -104,7 +104,37 @@ pub enum ClientCredential {
     AssertionFile(PathBuf),
 }
 
-/// Client-side token bucket applied before every Graph request (token requests excluded).
+/// Graph's write window: 3,000 writes per 150 s per app and tenant (contract §2.2).
+pub const WRITE_WINDOW: Duration = Duration::from_secs(150);
+/// Graph's resource-unit window: 3,500-8,000 RU per 10 s per app and tenant by tenant size.
+pub const RESOURCE_UNIT_WINDOW: Duration = Duration::from_secs(10);
+/// Graph's write quota per [`WRITE_WINDOW`].
+pub const GRAPH_WRITES: u32 = 3_000;
+
+/// A tenant's size class, which fixes Graph's resource-unit quota (contract §2.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TenantSize {
+    /// Under 50 users: 3,500 RU per 10 s.
+    #[default]
+    Small,
+    /// 50-500 users: 5,000 RU per 10 s.
+    Medium,
+    /// Over 500 users: 8,000 RU per 10 s.
+    Large,
+}
+
+impl TenantSize {
+    /// Graph's resource-unit quota per [`RESOURCE_UNIT_WINDOW`] for this size.
+    pub fn graph_resource_units(self) -> u32 {
+        match self {
+            Self::Small => 3_500,
+            Self::Medium => 5_000,
+            Self::Large => 8_000,
+        }
+    }
+}
+
+/// A flat cap on requests per second (any kind), on top of the Graph-shaped buckets.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
     /// Sustained requests per second.
@@ -113,18 +143,60 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-impl Default for RateLimit {
-    /// 10 requests/s, burst 20.
-    ///
-    /// Sized from the identity-and-access limits (contract §2.2): the tightest budget that
-    /// applies to every call the operator makes is the write quota of 3,000 writes per 150 s
-    /// per app and tenant (20 writes/s) — reads are cheaper (3,500 resource units per 10 s for
-    /// the smallest tenants, 1–2 units a read). 10/s keeps a busy operator at half the write
-    /// budget, leaving room for other callers of the same app registration. Apps whose
-    /// `signInAudience` includes personal accounts are limited to 60 writes a minute; lower
-    /// the rate when managing those.
+/// The client-side request budget (token requests excluded), shaped like Graph's identity
+/// throttling (contract §2.2): a resource-unit bucket and a write bucket per app and tenant,
+/// each full at its limit and refilled over its window. See [`super::ratelimit`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestBudget {
+    /// Resource units per [`RESOURCE_UNIT_WINDOW`].
+    pub resource_units: u32,
+    /// Writes per [`WRITE_WINDOW`].
+    pub writes: u32,
+    /// An optional flat request rate on top (none by default).
+    pub requests: Option<RateLimit>,
+}
+
+impl RequestBudget {
+    /// Just under Graph's documented per-app+tenant limits for a tenant of `size`: 95% of
+    /// each, leaving a little for other callers of the same app registration and for the
+    /// 429s Graph documents "below these limits under load". Apps whose `signInAudience`
+    /// includes personal accounts are limited to 60 writes a minute by Graph: lower
+    /// `writes` when managing those.
+    pub fn documented(size: TenantSize) -> Self {
+        Self {
+            resource_units: size.graph_resource_units() / 20 * 19,
+            writes: GRAPH_WRITES / 20 * 19,
+            requests: None,
+        }
+    }
+
+    /// The bucket sizes at most Graph's limits for `size`; returns what was lowered, for
+    /// the message that says so.
+    pub fn clamp_to_graph(&mut self, size: TenantSize) -> Vec<String> {
+        let mut lowered = Vec::new();
+        let ru_limit = size.graph_resource_units();
+        if self.resource_units > ru_limit {
+            lowered.push(format!(
+                "resourceUnits {} is above Graph's {ru_limit} per 10 s for a {size:?} tenant; using {ru_limit}",
+                self.resource_units
+            ));
+            self.resource_units = ru_limit;
+        }
+        if self.writes > GRAPH_WRITES {
+            lowered.push(format!(
+                "writes {} is above Graph's {GRAPH_WRITES} per 150 s; using {GRAPH_WRITES}",
+                self.writes
+            ));
+            self.writes = GRAPH_WRITES;
+        }
+        lowered
+    }
+}
+
+impl Default for RequestBudget {
+    /// [`RequestBudget::documented`] for a small tenant (the smallest quota).
     fn default() -> Self {
-        Self { qps: 10.0, burst: 20 }
+        Self::documented(TenantSize::Small)
     }
 }
 
@@ -143,6 +215,12 @@ pub struct RetryConfig {
     /// Largest single backoff step (a server's `Retry-After` is honoured even when longer, as
     /// long as it fits in `max_elapsed`).
     pub max_delay: Duration,
+    /// How long after creating an application the client waits before creating its service
+    /// principal (capped at `max_inline_wait`): Graph answers that create
+    /// `NoBackingApplicationObject` until the application has replicated (contract §7). No
+    /// SLA is documented; 2 s is the lag the suite emulates, and terraform's first retry
+    /// step. Zero turns it off.
+    pub replication_settle: Duration,
     /// Longest wait slept inside a call (throttling, backoff, the client-side budget). A
     /// longer one ends the call with `Throttled { retry_after }` (or the last error), so the
     /// reconcile gives its worker slot back and requeues instead of sleeping.
@@ -159,6 +237,7 @@ impl Default for RetryConfig {
             base_delay: Duration::from_millis(500),
             replication_base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(16),
+            replication_settle: Duration::from_secs(2),
             max_inline_wait: Duration::from_secs(2),
         }
     }
@@ -193,8 +272,8 @@ pub struct GraphClientConfig {
     pub client_id: String,
     /// The operator's credential.
     pub credential: ClientCredential,
-    /// Client-side rate limit for Graph calls.
-    pub rate_limit: RateLimit,
+    /// Client-side request budget for Graph calls.
+    pub budget: RequestBudget,
     /// Retry bounds.
     pub retry: RetryConfig,
     /// TCP + TLS connect timeout.
@@ -224,7 +303,7 @@ impl GraphClientConfig {
             extra_ca_pem: None,
             client_id: client_id.into(),
             credential,
-            rate_limit: RateLimit::default(),
+            budget: RequestBudget::default(),
             retry: RetryConfig::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -252,11 +331,25 @@ impl GraphClientConfig {
                 check_base_url(name, url)?;
             }
         }
-        if !(self.rate_limit.qps.is_finite() && self.rate_limit.qps > 0.0) {
-            return Err(ConfigError::Invalid("rate limit qps must be > 0".into()));
+        if self.budget.resource_units == 0 || self.budget.writes == 0 {
+            return Err(ConfigError::Invalid(
+                "request budget resource units and writes must be >= 1".into(),
+            ));
         }
-        if self.rate_limit.burst == 0 {
-            return Err(ConfigError::Invalid("rate limit burst must be >= 1".into()));
+        if self.budget.resource_units > TenantSize::Large.graph_resource_units()
+            || self.budget.writes > GRAPH_WRITES
+        {
+            return Err(ConfigError::Invalid(
+                "request budget above Graph's documented limits".into(),
+            ));
+        }
+        if let Some(flat) = self.budget.requests {
+            if !(flat.qps.is_finite() && flat.qps > 0.0) {
+                return Err(ConfigError::Invalid("rate limit qps must be > 0".into()));
+            }
+            if flat.burst == 0 {
+                return Err(ConfigError::Invalid("rate limit burst must be >= 1".into()));
+            }
         }
         if self.retry.max_attempts == 0 {
             return Err(ConfigError::Invalid("retry max_attempts must be >= 1".into()));
@@ -309,7 +402,7 @@ impl fmt::Debug for GraphClientConfig {
             )
             .field("client_id", &self.client_id)
             .field("credential", &self.credential)
-            .field("rate_limit", &self.rate_limit)
+            .field("budget", &self.budget)
             .field("retry", &self.retry)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -468,8 +561,31 @@ mod tests {
         c.graph_endpoint = Some(Url::parse("https://graph.example/?x=1").unwrap());
         assert!(c.validate().is_err());
         let mut c = cfg();
-        c.rate_limit.qps = 0.0;
+        c.budget.requests = Some(RateLimit { qps: 0.0, burst: 1 });
         assert!(c.validate().is_err());
+        let mut c = cfg();
+        c.budget.writes = 3_001;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_default_budget_sits_just_under_graphs_limits() {
+        let small = RequestBudget::default();
+        assert_eq!((small.resource_units, small.writes), (3_325, 2_850));
+        assert_eq!(small.requests, None);
+        let large = RequestBudget::documented(TenantSize::Large);
+        assert_eq!(large.resource_units, 7_600);
+        let mut asked = RequestBudget {
+            resource_units: 8_000,
+            writes: 5_000,
+            requests: None,
+        };
+        let lowered = asked.clamp_to_graph(TenantSize::Medium);
+        assert_eq!((asked.resource_units, asked.writes), (5_000, 3_000));
+        assert_eq!(lowered.len(), 2, "{lowered:?}");
+        assert!(lowered[0].contains("Medium"), "{lowered:?}");
+        let mut within = RequestBudget::default();
+        assert!(within.clamp_to_graph(TenantSize::Small).is_empty());
     }
 
     #[test]

@@ -29,10 +29,13 @@ pub mod models;
 pub mod observer;
 pub mod ratelimit;
 pub mod retry;
+pub mod settle;
 pub mod token;
 
 pub use client::GraphClient;
-pub use config::{AzureCloud, ClientCredential, GraphClientConfig, RateLimit, RetryConfig};
+pub use config::{
+    AzureCloud, ClientCredential, GraphClientConfig, RateLimit, RequestBudget, RetryConfig, TenantSize,
+};
 pub use error::{AadDiagnostics, ConfigError, GraphError, GraphErrorInfo, TokenError};
 pub use inventory::InventoryConfig;
 pub use models::{
