@@ -9,7 +9,7 @@
 //! credential record is left that could later be read as live.
 
 use super::cleanup::{identity, recorded};
-use super::gate::client_error;
+use super::gate::named_provider;
 use super::{Outcome, Refusal};
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
@@ -17,7 +17,6 @@ use crate::controller::{events, read};
 use crate::crd::application::{AccessRemoved, Application, ApplicationStatus};
 use crate::crd::common::GoDuration;
 use crate::crd::conditions::Reason;
-use crate::crd::provider::DcrProvider;
 use crate::secret;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -140,16 +139,9 @@ async fn revoke_everything(
             "the DcrProvider they were issued through is not recorded".into()
         ));
     };
-    let providers = Api::<DcrProvider>::all(ctx.client.clone());
-    let Some(provider) = read::get_opt(&providers, &provider_name).await? else {
+    let Some((_, backend)) = named_provider(app, ctx, &provider_name).await? else {
         return Ok(Err(format!("DcrProvider {provider_name} no longer exists")));
     };
-    let namespace = app.namespace().unwrap_or_default();
-    let backend = ctx
-        .providers
-        .backend_for(&ctx.client, &provider, &namespace)
-        .await
-        .map_err(client_error)?;
     let mut revoked = 0usize;
     // Only what proves to be this Application's, whatever the status says.
     if let Some(found) = backend.find(&identity(app, ctx), &recorded(status)).await? {

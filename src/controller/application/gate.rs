@@ -173,8 +173,16 @@ pub(super) async fn provider_of(app: &Application, ctx: &Context) -> Result<Opti
     let Some(provider_name) = strategy.map(|s| s.spec.provider_ref.name).or(recorded) else {
         return Ok(None);
     };
-    let Some(provider) = read::get_opt(&Api::<DcrProvider>::all(ctx.client.clone()), &provider_name).await?
-    else {
+    named_provider(app, ctx, &provider_name).await
+}
+
+/// DcrProvider `name` and its backend for `app`'s namespace; None when it does not exist.
+pub(super) async fn named_provider(
+    app: &Application,
+    ctx: &Context,
+    name: &str,
+) -> Result<Option<(DcrProvider, Backend)>> {
+    let Some(provider) = read::get_opt(&Api::<DcrProvider>::all(ctx.client.clone()), name).await? else {
         return Ok(None);
     };
     let namespace = app.namespace().unwrap_or_default();
